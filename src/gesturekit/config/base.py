@@ -1,0 +1,94 @@
+"""Strict YAML spec loading: unknown keys, wrong types and missing files are one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gesturekit.errors import GesturekitError
+
+SpecT = TypeVar("SpecT", bound="StrictModel")
+
+
+class StrictModel(BaseModel):
+    """Base of every spec section: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<root>"
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, ``source: key.path: message``."""
+    lines = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"{source}: {_key_path(e['loc'])}: {msg}")
+    return "\n".join(lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise GesturekitError(f"override {item!r}: expected KEY.PATH=VALUE")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GesturekitError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise GesturekitError(f"{path}: spec file not found")
+    try:
+        data = yaml.safe_load(os.path.expandvars(path.read_text()))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise GesturekitError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise GesturekitError(f"{path}: a spec must be a mapping of sections")
+    return data
+
+
+def load_spec(path: str | Path, model: type[SpecT], overrides: list[str] | None = None) -> SpecT:
+    """Read, override and validate a YAML spec; raise GesturekitError naming the file and key."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return validate_spec(data, model, str(path))
+
+
+def validate_spec(data: dict[str, Any], model: type[SpecT], source: str) -> SpecT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise GesturekitError(format_validation_error(err, source)) from None
+
+
+def dump_spec(spec: BaseModel) -> str:
+    """The resolved spec as YAML (saved next to every run)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

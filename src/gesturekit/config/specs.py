@@ -1,0 +1,197 @@
+"""Pydantic models of the training/evaluation specs (the open counterpart of TAO's spec files).
+
+A detector spec and a classifier spec share the ``training`` section; each has its own
+``dataset``, ``augmentation``, ``model``, ``postprocessing`` and ``evaluation`` sections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from gesturekit.config.base import StrictModel
+
+
+def _must_exist(path: Path) -> Path:
+    if not Path(path).exists():
+        raise ValueError(f"file not found: {path}")
+    return Path(path)
+
+
+ExistingPath = Annotated[Path, AfterValidator(_must_exist)]
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+Precision = Literal["fp32", "fp16", "bf16"]
+Backbone = Literal["mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet34"]
+
+
+class LearningRate(StrictModel):
+    """TAO's soft-start annealing schedule: ramp from min to max, hold, anneal back to min."""
+
+    min_learning_rate: PositiveFloat = 5e-6
+    max_learning_rate: PositiveFloat = 1e-3
+    soft_start: Fraction = 0.1
+    annealing: Fraction = 0.7
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LearningRate":
+        if self.annealing < self.soft_start:
+            raise ValueError("annealing must be >= soft_start")
+        if self.min_learning_rate > self.max_learning_rate:
+            raise ValueError("min_learning_rate must be <= max_learning_rate")
+        return self
+
+
+class Regularizer(StrictModel):
+    type: Literal["none", "l1", "l2"] = "l2"
+    weight: Annotated[float, Field(ge=0)] = 4e-5
+
+
+class Training(StrictModel):
+    epochs: PositiveInt = 80
+    batch_size_per_gpu: PositiveInt = 32
+    num_workers: Annotated[int, Field(ge=0)] = 4
+    learning_rate: LearningRate = LearningRate()
+    regularizer: Regularizer = Regularizer()
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    precision: Precision = "bf16"
+    checkpoint_interval: PositiveInt = 5
+    validation_interval: PositiveInt = 5
+    seed: int = 42
+    enable_qat: bool = False
+    max_iterations_per_epoch: Annotated[int | None, Field(gt=0)] = None
+
+
+class ColorJitter(StrictModel):
+    brightness: Fraction = 0.3
+    contrast: Fraction = 0.3
+    saturation: Fraction = 0.3
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.02
+
+
+# ---------------------------------------------------------------- detector
+
+
+class DetectionDataset(StrictModel):
+    """Training and validation data: KITTI directories (with ``splits/``) or ``.gkpack`` files."""
+
+    train: list[ExistingPath] = Field(min_length=1)
+    val: list[ExistingPath] = Field(default_factory=list)
+    train_split: str = "train"
+    val_split: str = "val"
+    classes: list[str] = Field(default_factory=lambda: ["hand"], min_length=1)
+    class_map: dict[str, str] = Field(default_factory=dict)
+
+
+class DetectionAugmentation(StrictModel):
+    input_size: PositiveInt = 384
+    hflip_probability: Fraction = 0.5
+    scale_range: tuple[PositiveFloat, PositiveFloat] = (0.5, 1.5)
+    translate: Fraction = 0.2
+    color_jitter: ColorJitter = ColorJitter()
+
+
+class DetectorModel(StrictModel):
+    arch: str = "detectnet_v2"
+    backbone: Backbone = "mobilenet_v2"
+    pretrained: bool = True
+    pretrained_model_file: ExistingPath | None = None
+    load_graph: bool = False
+    head_channels: PositiveInt = 64
+    strides: list[Literal[4, 8, 16, 32]] = Field(default_factory=lambda: [8])
+
+
+class DetectionPostprocessing(StrictModel):
+    clustering: Literal["nms", "dbscan"] = "nms"
+    coverage_threshold: Fraction = 0.05
+    nms_iou_threshold: Fraction = 0.5
+    dbscan_eps: Fraction = 0.3
+    dbscan_min_samples: PositiveInt = 1
+    max_detections: PositiveInt = 100
+    minimum_box_size: Annotated[float, Field(ge=0)] = 4.0
+
+
+class DetectionEvaluation(StrictModel):
+    datasets: list[ExistingPath] = Field(default_factory=list)
+    split: str = "test"
+    kitti_iou_threshold: Fraction = 0.7
+    minimum_height: Annotated[float, Field(ge=0)] = 4.0
+    minimum_width: Annotated[float, Field(ge=0)] = 4.0
+
+
+class DetectorSpec(StrictModel):
+    dataset: DetectionDataset
+    augmentation: DetectionAugmentation = DetectionAugmentation()
+    model: DetectorModel = DetectorModel()
+    training: Training = Training()
+    postprocessing: DetectionPostprocessing = DetectionPostprocessing()
+    evaluation: DetectionEvaluation = DetectionEvaluation()
+    class_weights: dict[str, PositiveFloat] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _weights_known(self) -> "DetectorSpec":
+        unknown = set(self.class_weights) - set(self.dataset.classes)
+        if unknown:
+            raise ValueError(f"class_weights: unknown class {sorted(unknown)[0]!r}")
+        return self
+
+
+# ---------------------------------------------------------------- classifier
+
+GESTURENET_CLASSES = ["thumbs_up", "fist", "stop", "ok", "two", "random"]
+
+
+class CropConvention(StrictModel):
+    """How a detector box becomes a classifier crop (shared by training and the cascade)."""
+
+    margin_px: Annotated[float, Field(ge=0)] = 0.0
+    enlarge_ratio: Annotated[float, Field(ge=1)] = 1.3
+    square: bool = True
+
+
+class ClassificationDataset(StrictModel):
+    """Class folders (``root/<class>/*.jpg``) or ``.gkpack`` classification packs."""
+
+    train: list[ExistingPath] = Field(min_length=1)
+    val: list[ExistingPath] = Field(default_factory=list)
+    train_split: str = "train"
+    val_split: str = "val"
+    classes: list[str] = Field(default_factory=lambda: list(GESTURENET_CLASSES), min_length=2)
+    class_map: dict[str, str] = Field(default_factory=dict)
+
+
+class ClassificationAugmentation(StrictModel):
+    input_size: PositiveInt = 160
+    hflip_probability: Fraction = 0.5
+    scale_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 1.6)
+    translate: Fraction = 0.1
+    rotation_degrees: Annotated[float, Field(ge=0, le=180)] = 15.0
+    color_jitter: ColorJitter = ColorJitter()
+
+
+class ClassifierModel(StrictModel):
+    arch: str = "gesturenet"
+    backbone: Backbone = "mobilenet_v2"
+    pretrained: bool = True
+    pretrained_model_file: ExistingPath | None = None
+    load_graph: bool = False
+    dropout: Fraction = 0.2
+
+
+class ClassificationEvaluation(StrictModel):
+    datasets: list[ExistingPath] = Field(default_factory=list)
+    split: str = "test"
+
+
+class ClassifierSpec(StrictModel):
+    dataset: ClassificationDataset
+    augmentation: ClassificationAugmentation = ClassificationAugmentation()
+    crop: CropConvention = CropConvention()
+    model: ClassifierModel = ClassifierModel()
+    training: Training = Training(epochs=30, batch_size_per_gpu=128)
+    evaluation: ClassificationEvaluation = ClassificationEvaluation()
+    label_smoothing: Fraction = 0.1
