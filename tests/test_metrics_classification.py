@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+
+from gesturekit.errors import GesturekitError
+from gesturekit.metrics.classification import evaluate_classification
+from gesturekit.metrics.plots import save_confusion_matrix
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CLASSES = ["fist", "open", "point", "ok"]
+Y_TRUE = [0, 0, 0, 1, 1, 2]
+Y_PRED = [0, 0, 1, 1, 2, 2]
+
+
+def test_hand_computed_metrics():
+    r = evaluate_classification(Y_TRUE, Y_PRED, CLASSES)
+    assert r["confusion_matrix"] == [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    assert r["num_samples"] == 6
+    fist, open_, point, ok = (r["per_class"][c] for c in CLASSES)
+    assert (fist["precision"], fist["recall"], fist["f1"]) == pytest.approx((1.0, 2 / 3, 0.8))
+    assert (open_["precision"], open_["recall"], open_["f1"]) == pytest.approx((0.5, 0.5, 0.5))
+    assert (point["precision"], point["recall"], point["f1"]) == pytest.approx((0.5, 1.0, 2 / 3))
+    assert (fist["support"], open_["support"], point["support"]) == (3, 2, 1)
+    assert (fist["predicted"], open_["predicted"], point["predicted"]) == (2, 2, 2)
+    # "ok" never occurs: zero everywhere and left out of the macro averages
+    assert ok == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 0}
+    assert r["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert r["macro_precision"] == pytest.approx(2 / 3)
+    assert r["macro_recall"] == pytest.approx((2 / 3 + 0.5 + 1.0) / 3)
+    json.dumps(r, allow_nan=False)
+
+
+def test_class_only_predicted_counts_in_macro():
+    r = evaluate_classification([0, 0], [0, 1], ["a", "b"])
+    assert r["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0, "predicted": 1}
+    assert r["macro_f1"] == pytest.approx((2 / 3 + 0.0) / 2)
+
+
+def test_empty_and_numpy_inputs():
+    r = evaluate_classification([], [], ["a", "b"])
+    assert r["accuracy"] == 0.0 and r["macro_f1"] == 0.0
+    assert r["confusion_matrix"] == [[0, 0], [0, 0]]
+    r = evaluate_classification(np.array([1, 1]), np.array([1, 1]), ["a", "b"])
+    assert r["accuracy"] == 1.0 and r["macro_f1"] == 1.0
+
+
+def test_matches_sklearn_when_installed():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 5, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 6, 200))
+    r = evaluate_classification(y_true, y_pred, [str(i) for i in range(7)])
+    present = sorted(set(y_true) | set(y_pred))
+    assert r["macro_f1"] == pytest.approx(
+        metrics.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+    )
+    assert r["accuracy"] == pytest.approx(metrics.accuracy_score(y_true, y_pred))
+    assert r["confusion_matrix"] == metrics.confusion_matrix(y_true, y_pred, labels=range(7)).tolist()
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "message"),
+    [
+        ([0, 1], [0], "y_pred: 1 predictions for 2 true labels"),
+        ([0, 4], [0, 1], "y_true: label 4 is not a class index in 0..3"),
+        ([0, 1], [0, -1], "y_pred: label -1"),
+        ([0, 1], [0, 1.5], "y_pred: label 1.5"),
+    ],
+)
+def test_bad_labels(y_true, y_pred, message):
+    with pytest.raises(GesturekitError, match=message):
+        evaluate_classification(y_true, y_pred, CLASSES)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_save_confusion_matrix_writes_png(tmp_path, normalize):
+    cm = evaluate_classification(Y_TRUE, Y_PRED, CLASSES)["confusion_matrix"]
+    out = save_confusion_matrix(cm, CLASSES, tmp_path / "cm.png", normalize=normalize)
+    data = out.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
+
+
+def test_save_confusion_matrix_checks_shape(tmp_path):
+    with pytest.raises(GesturekitError, match=r"cm: expected shape \[4, 4\]"):
+        save_confusion_matrix([[1, 0], [0, 1]], CLASSES, tmp_path / "cm.png")
+    with pytest.raises(GesturekitError, match="format 'xyz'"):
+        save_confusion_matrix(np.eye(4, dtype=int), CLASSES, tmp_path / "cm.xyz")
+    assert not list(tmp_path.iterdir())

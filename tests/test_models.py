@@ -1,0 +1,133 @@
+"""Backbones, pretrained loading, the detector's targets/loss/decoding and the classifier."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gesturekit.errors import GesturekitError
+from gesturekit.models import create_model
+from gesturekit.models import pretrained as pt
+from gesturekit.models.backbones import build_backbone
+from gesturekit.models.postprocess import postprocess
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_imagenet_weights_load_completely(name: str) -> None:
+    backbone = build_backbone(name, max_stride=32, pretrained=True)
+    report = backbone.load_report
+    assert report is not None and not report.missing and not report.unexpected
+    assert len(report.matched) > 250
+    features = backbone(torch.randn(1, 3, 64, 96))
+    assert {s: f.shape[-2:] for s, f in features.items()} == {
+        4: (16, 24), 8: (8, 12), 16: (4, 6), 32: (2, 3)}
+
+
+def test_imagenet_mobilenet_classifies_like_torchvision() -> None:
+    from torchvision.models import mobilenet_v2
+
+    reference = mobilenet_v2()
+    reference.load_state_dict(pt.read_state_dict(pt.mobilenet_v2_imagenet_file(), pt.MOBILENET_V2_SHA256))
+    backbone = build_backbone("mobilenet_v2", 32, pretrained=True).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x)[32], reference.eval().features(x), atol=1e-5)
+
+
+def test_hash_mismatch_and_missing_file(tmp_path) -> None:
+    bad = tmp_path / "w.pth"
+    torch.save({"a": torch.zeros(1)}, bad)
+    with pytest.raises(GesturekitError, match="sha256"):
+        pt.read_state_dict(bad, expected_sha256="0" * 64)
+    with pytest.raises(GesturekitError, match="not found"):
+        pt.read_state_dict(tmp_path / "nope.pth")
+    bad.write_bytes(b"garbage")
+    with pytest.raises(GesturekitError, match="not a loadable"):
+        pt.read_state_dict(bad)
+
+
+def test_load_matching_reports_missing_and_unexpected() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    state = {"0.weight": torch.ones(3, 2), "1.weight": torch.ones(5, 5), "extra": torch.ones(1)}
+    report = pt.load_matching(model, state, "test")
+    assert report.matched == ["0.weight"]
+    assert set(report.unexpected) == {"1.weight", "extra"}
+    assert set(report.missing) == {"0.bias", "1.weight", "1.bias"}
+    assert torch.equal(model[0].weight, torch.ones(3, 2))
+
+
+def test_unknown_model_name() -> None:
+    with pytest.raises(GesturekitError, match="unknown model"):
+        create_model("nope")
+
+
+def _targets(*boxes: list[float]) -> list[dict[str, torch.Tensor]]:
+    return [{"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+             "labels": torch.zeros(len(boxes), dtype=torch.long)}]
+
+
+def test_small_box_gets_a_positive_cell_at_stride_8() -> None:
+    model = create_model("detectnet_v2", pretrained=False)
+    gt = torch.tensor([[100.0, 100.0, 106.0, 109.0], [10.0, 10.0, 200.0, 150.0]])
+    owned = torch.ones(1, 2, dtype=torch.bool)
+    owner = model._assign(8, 48, 48, gt, owned)
+    assert (owner == 0).sum() >= 1
+    assert (owner == 1).sum() > (owner == 0).sum()
+
+
+def test_detector_learns_one_box() -> None:
+    torch.manual_seed(0)
+    model = create_model("detectnet_v2", pretrained=False, postprocessing={"score_threshold": 0.3})
+    images = torch.rand(4, 3, 128, 128) * 0.5
+    images[:, :, 40:90, 30:70] += 1.0
+    targets = _targets([30.0, 40.0, 70.0, 90.0]) * 4
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(60):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+    with torch.no_grad():  # let BatchNorm's running statistics catch up with the trained weights
+        for _ in range(40):
+            model(images, targets)
+    model.eval()
+    with torch.no_grad():
+        det = model(images)[0]
+    assert len(det["boxes"]) >= 1
+    from torchvision.ops import box_iou
+
+    assert box_iou(det["boxes"][:1], targets[0]["boxes"]).item() > 0.5
+
+
+def test_export_forward_shapes_follow_input() -> None:
+    model = create_model("detectnet_v2", num_classes=2, pretrained=False, strides=[8, 16]).eval()
+    boxes, scores = model.export_forward(torch.randn(2, 3, 64, 96))
+    cells = 8 * 12 + 4 * 6
+    assert boxes.shape == (2, cells, 4) and scores.shape == (2, cells, 2)
+
+
+@pytest.mark.parametrize("clustering", ["nms", "dbscan"])
+def test_postprocess_merges_overlapping_candidates(clustering: str) -> None:
+    boxes = torch.tensor([[[10.0, 10, 50, 50], [12, 11, 51, 52], [100, 100, 140, 150], [0, 0, 5, 5]]])
+    scores = torch.tensor([[[0.9], [0.8], [0.7], [0.01]]])
+    out = postprocess(boxes, scores, score_threshold=0.05, clustering=clustering)[0]
+    assert len(out["boxes"]) == 2
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.7])
+    assert out["labels"].tolist() == [0, 0]
+
+
+def test_classifier_contract() -> None:
+    model = create_model("gesturenet", num_classes=4, pretrained=False)
+    images = torch.randn(3, 3, 64, 64)
+    model.train()
+    losses = model(images, torch.tensor([0, 1, 3]))
+    assert set(losses) == {"loss_cls"} and losses["loss_cls"].item() > 0
+    model.eval()
+    preds = model(images)
+    assert len(preds) == 3 and preds[0]["scores"].shape == (4,)
+    assert torch.allclose(preds[0]["scores"].sum(), torch.tensor(1.0))
