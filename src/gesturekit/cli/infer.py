@@ -1,0 +1,156 @@
+"""``gesturekit infer``: run the hand detector -> gesture classifier cascade on images and video."""
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gesturekit.config.app import AppConfig, load_app_config
+from gesturekit.config.base import validate_spec
+from gesturekit.pipeline.app import SourceReport, load_models, open_sources, run_app
+
+
+class BackendChoice(str, Enum):
+    onnxruntime = "onnxruntime"
+    torch = "torch"
+
+
+class DeviceChoice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+SOURCES_HELP = (
+    "Inputs: an image, a folder of images (searched recursively), a video file, an RTSP/HTTP URL, "
+    "or a camera (0 or /dev/video0). Several sources are batched together; each keeps its own "
+    "results, in order. Default: the config's sources list."
+)
+OUT_JSON_HELP = (
+    "Write predictions as JSON Lines, one line per image or frame: "
+    '{"image": path relative to the folder, "detections": [...]} or '
+    '{"source": uri, "frame": n, "pts": seconds, "detections": [...]}, a detection being '
+    '{"bbox": \\[x1, y1, x2, y2], "score", "gesture", "gesture_score", "track_id"} in pixels of the '
+    "original frame. With several sources, one file per source: preds.jsonl becomes "
+    "preds.0.jsonl, preds.1.jsonl, ... numbered in SOURCE order."
+)
+OUT_VIDEO_HELP = (
+    "Write the annotated video (boxes, gestures, track ids, FPS). With several sources, one file "
+    "per source, numbered like --out-json. Video sources only."
+)
+
+
+def _overrides(config: AppConfig, **values: object) -> AppConfig:
+    """Copy ``config`` with the given ``section.key`` values that are not ``None``."""
+    sections: dict[str, dict[str, object]] = {}
+    for dotted, value in values.items():
+        if value is not None:
+            section, key = dotted.split("__")
+            sections.setdefault(section, {})[key] = value
+    data = config.model_dump(by_alias=True)
+    for section, updates in sections.items():
+        data[section].update(updates)
+    return validate_spec(data, AppConfig, "command line")
+
+
+def _summary(report: SourceReport) -> str:
+    parts = [f"{report.frames} frames", f"{report.fps:.1f} FPS"]
+    if report.corrupt:
+        parts.append(f"{report.corrupt} corrupt skipped")
+    if report.dropped:
+        parts.append(f"{report.dropped} dropped")
+    if report.reconnects:
+        parts.append(f"{report.reconnects} reconnects")
+    line = f"{report.uri}: " + ", ".join(parts)
+    return f"{line}; warning: {report.error}" if report.error else line
+
+
+def infer(
+    sources: Annotated[Optional[list[str]], typer.Argument(help=SOURCES_HELP, show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="App config YAML (see gesturekit/specs/app.yaml); flags override it.",
+        show_default=False)] = None,
+    detector: Annotated[Optional[str], typer.Option(
+        help="Hand detector: a zoo name or a model file (.onnx, .pt). (default: hand-detector)",
+        show_default=False)] = None,
+    classifier: Annotated[Optional[str], typer.Option(
+        help="Gesture classifier: a zoo name or a model file. (default: gesture-classifier)",
+        show_default=False)] = None,
+    no_classifier: Annotated[bool, typer.Option(
+        "--no-classifier", help="Detect hands only (every gesture is null).")] = False,
+    backend: Annotated[Optional[BackendChoice], typer.Option(
+        help="Inference backend. (default: onnxruntime)", show_default=False)] = None,
+    device: Annotated[Optional[DeviceChoice], typer.Option(
+        help="Inference device. (default: cpu)", show_default=False)] = None,
+    out_json: Annotated[Optional[Path], typer.Option(help=OUT_JSON_HELP, show_default=False)] = None,
+    out_video: Annotated[Optional[Path], typer.Option(help=OUT_VIDEO_HELP, show_default=False)] = None,
+    preview_port: Annotated[Optional[int], typer.Option(
+        min=1, max=65535, help="Serve a live MJPEG preview on http://127.0.0.1:PORT/.",
+        show_default=False)] = None,
+    score_threshold: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, help="Keep detections scoring at least this. (default: 0.4)",
+        show_default=False)] = None,
+    margin: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Crop margin in pixels around each hand, overriding the classifier's own.",
+        show_default=False)] = None,
+    min_crop: Annotated[Optional[int], typer.Option(
+        min=1, help="Classify only crops whose shorter side has this many pixels. (default: 32)",
+        show_default=False)] = None,
+    no_track: Annotated[bool, typer.Option(
+        "--no-track", help="No tracking or gesture vote on video (every track_id is null).")] = False,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="Inference threads (ONNX Runtime intra-op). (default: all cores)",
+        show_default=False)] = None,
+    max_frames: Annotated[Optional[int], typer.Option(
+        min=1, help="Stop each source after this many frames.", show_default=False)] = None,
+    perf_interval: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Print per-source FPS every this many seconds (0: never). (default: 5)",
+        show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Run the hand detector -> gesture classifier cascade on images, videos, streams or cameras.
+
+    Each hand gets the detector's box and the classifier's gesture on a widened crop of it.
+
+    On video, hands are tracked (track_id) and each gesture is voted over the last frames.
+
+    Corrupt frames are skipped and counted; live streams drop frames rather than fall behind.
+
+    Example: gesturekit infer clip.mp4 --out-json preds.jsonl --out-video annotated.mp4
+    """
+    base = load_app_config(config)
+    if sources:
+        base = base.model_copy(update={"sources": list(sources)})
+    cfg = _overrides(
+        base,
+        primary__detector=detector,
+        primary__backend=backend.value if backend else None,
+        primary__device=device.value if device else None,
+        primary__score_threshold=score_threshold,
+        primary__threads=threads,
+        secondary__classifier=classifier,
+        secondary__enabled=False if no_classifier else None,
+        secondary__margin=margin,
+        secondary__min_crop_size=min_crop,
+        tracker__enabled=False if no_track else None,
+        sinks__json=str(out_json) if out_json else None,
+        sinks__video=str(out_video) if out_video else None,
+        sinks__preview_port=preview_port,
+        sinks__perf_interval_s=0.0 if quiet else perf_interval,
+        streammux__max_frames=max_frames,
+    )
+    echo = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+    opened = open_sources(cfg)
+    try:
+        det, cls = load_models(cfg)
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    try:
+        reports = run_app(cfg, det, cls, sources=opened, emit=echo)
+    except KeyboardInterrupt:
+        echo("interrupted: outputs hold every frame processed so far")
+        raise typer.Exit(130) from None
+    for report in reports:
+        echo(_summary(report))

@@ -1,0 +1,91 @@
+"""The streaming cascade app's config (the open counterpart of a DeepStream app config).
+
+Sections: ``sources`` (inputs), ``streammux`` (batching, queues, reconnects), ``primary``
+(hand detector), ``secondary`` (gesture classifier), ``tracker`` and ``sinks``. The commented
+default is ``gesturekit/specs/app.yaml``; ``gesturekit infer`` flags override it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from gesturekit.config.base import StrictModel, load_spec
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Streammux(StrictModel):
+    """How frames of all sources are decoded, queued and batched."""
+
+    queue_size: PositiveInt = 8
+    live_queue_size: PositiveInt = 2
+    batch_timeout_s: NonNegativeFloat = 0.04
+    max_frames: PositiveInt | None = None
+    reconnect_attempts: NonNegativeInt = 5
+    reconnect_backoff_s: PositiveFloat = 0.5
+
+
+class Primary(StrictModel):
+    """The hand detector (DeepStream's primary GIE)."""
+
+    detector: str = "hand-detector"
+    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
+    score_threshold: Fraction = 0.4
+    threads: PositiveInt | None = None
+
+
+class Secondary(StrictModel):
+    """The gesture classifier on widened hand crops (DeepStream's secondary GIE)."""
+
+    enabled: bool = True
+    classifier: str = "gesture-classifier"
+    margin: NonNegativeFloat | None = None
+    min_crop_size: PositiveInt = 32
+
+
+class Tracker(StrictModel):
+    """Per-source IoU tracker and gesture vote (video sources only)."""
+
+    enabled: bool = True
+    method: Literal["hungarian", "greedy"] = "hungarian"
+    iou_threshold: Fraction = 0.3
+    max_age: NonNegativeInt = 10
+    vote_window: PositiveInt = 5
+
+
+class Sinks(StrictModel):
+    """Outputs; with several sources, ``json`` and ``video`` get the source number as a suffix."""
+
+    json_path: Path | None = Field(default=None, alias="json")
+    video: Path | None = None
+    preview_port: Port | None = None
+    perf_interval_s: NonNegativeFloat = 5.0
+
+
+class AppConfig(StrictModel):
+    sources: list[str] = Field(default_factory=list)
+    streammux: Streammux = Streammux()
+    primary: Primary = Primary()
+    secondary: Secondary = Secondary()
+    tracker: Tracker = Tracker()
+    sinks: Sinks = Sinks()
+
+
+def load_app_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
+    """The app config from a YAML file (defaults when ``path`` is ``None``).
+
+    Raises:
+        GesturekitError: missing file, invalid YAML, unknown key or bad value (one line each).
+    """
+    if path is None:
+        return AppConfig()
+    return load_spec(path, AppConfig, overrides)

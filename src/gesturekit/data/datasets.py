@@ -1,0 +1,188 @@
+"""Torch datasets over KITTI directories, class folders and ``.gkpack`` packs.
+
+Everything is listed once at construction; ``__getitem__`` only decodes one image (from the
+mapped pack bytes, or one file) and applies the transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from gesturekit.data.pack import IMAGE_SUFFIXES, Pack, PackRecord, open_pack, read_rgb
+from gesturekit.errors import GesturekitError
+
+BoxTuple = tuple[float, float, float, float]
+DetectionTransform = Callable[
+    [torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]
+]
+ClassificationTransform = Callable[[torch.Tensor, BoxTuple], torch.Tensor]
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    try:
+        return read_rgb(path)
+    except OSError as exc:
+        raise GesturekitError(f"{path}: cannot read image: {exc}") from None
+
+
+def _pack_records(path: Path, kind: str, split: str) -> tuple[Pack, list[PackRecord]]:
+    """The records of ``split`` in the pack at ``path``, which must be of ``kind`` and hold that split."""
+    pack = open_pack(path)
+    if pack.kind != kind:
+        raise GesturekitError(f"{path}: a {pack.kind} pack where a {kind} pack is needed")
+    if split not in pack.splits:
+        raise GesturekitError(
+            f"{path}: no split {split!r} (splits: {', '.join(sorted(pack.splits)) or 'none'})"
+        )
+    return pack, pack.records(split)
+
+
+def _class_index(label: str, classes: Sequence[str], class_map: Mapping[str, str], source: Path) -> int:
+    name = class_map.get(label, label)
+    if name not in classes:
+        mapped = f" (mapped from {label!r})" if name != label else ""
+        raise GesturekitError(
+            f"{source}: class {name!r}{mapped} is not one of {list(classes)}; add it to classes or class_map"
+        )
+    return classes.index(name)
+
+
+class DetectionDataset(Dataset):
+    """Frames with hand boxes from KITTI directories or detection packs.
+
+    Args:
+        sources: KITTI dataset directories (``images/``, ``labels/``, ``splits/``) or ``.gkpack``.
+        split: the split to read from every source.
+        classes: class names; a label is its index here.
+        class_map: renames labels before lookup; labels not in it keep their name.
+        transform: ``(uint8 image [3, H, W], target) -> (image, target)``, e.g.
+            ``detection_train_transform``; the target holds ``boxes`` float32 [N, 4] xyxy pixels
+            and ``labels`` int64 [N].
+
+    Raises:
+        GesturekitError: a label outside ``classes`` (naming the source), or no image at all.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str | Path],
+        split: str,
+        classes: Sequence[str],
+        class_map: Mapping[str, str] | None,
+        transform: DetectionTransform,
+    ) -> None:
+        self.classes = list(classes)
+        self.transform = transform
+        self._packs: list[Pack] = []
+        self._items: list[tuple[Pack | Path, int, torch.Tensor, torch.Tensor]] = []
+        for source in map(Path, sources):
+            for image, index, boxes, labels in self._read_source(source, split):
+                ids = [_class_index(lab, self.classes, class_map or {}, source) for lab in labels]
+                self._items.append(
+                    (
+                        image,
+                        index,
+                        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                        torch.tensor(ids, dtype=torch.int64),
+                    )
+                )
+        if not self._items:
+            raise GesturekitError(f"no images of split {split!r} in {', '.join(map(str, sources))}")
+
+    @staticmethod
+    def _read_source(source: Path, split: str) -> list[tuple[Pack | Path, int, list[BoxTuple], list[str]]]:
+        if source.suffix == ".gkpack":
+            pack, records = _pack_records(source, "detection", split)
+            return [(pack, r.index, list(r.boxes), list(r.labels)) for r in records]
+        if not source.is_dir():
+            raise GesturekitError(f"{source}: not a KITTI directory or a .gkpack")
+        from gesturekit.data.formats.kitti import read_kitti_dataset
+
+        return [
+            (ann.image, -1, [(b.x1, b.y1, b.x2, b.y2) for b in ann.boxes], [b.label for b in ann.boxes])
+            for ann in read_kitti_dataset(source, split)
+        ]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        source, index, boxes, labels = self._items[i]
+        image = source.image(index) if isinstance(source, Pack) else _read_image(source)
+        return self.transform(image, {"boxes": boxes.clone(), "labels": labels.clone()})
+
+
+def detection_collate(
+    batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]],
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Stack images of one size into [B, 3, S, S]; targets stay a list (box counts differ)."""
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)
+
+
+class ClassificationDataset(Dataset):
+    """Hand crops from class folders or classification packs.
+
+    A class-folder root holds ``<class>/*.jpg`` (tight crops: the hand box is the whole image);
+    if it has a ``<split>/`` folder, that folder's classes are used, otherwise the root is used
+    whole for any split. A pack record carries its crop with context and the hand box in it.
+
+    Args:
+        sources: class-folder roots or classification ``.gkpack`` files.
+        split: the split to read.
+        classes: class names; a label is its index here.
+        class_map: renames folder names / pack labels before lookup; others keep their name.
+        transform: ``(uint8 image [3, H, W], hand box xyxy) -> float image [3, S, S]``, e.g.
+            ``classification_train_transform``.
+
+    Attributes:
+        targets: the label of every item, for class weighting and balanced sampling.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str | Path],
+        split: str,
+        classes: Sequence[str],
+        class_map: Mapping[str, str] | None,
+        transform: ClassificationTransform,
+    ) -> None:
+        self.classes = list(classes)
+        self.transform = transform
+        self._items: list[tuple[Pack | Path, int, BoxTuple | None]] = []
+        self.targets: list[int] = []
+        for source in map(Path, sources):
+            for image, index, box, label in self._read_source(source, split):
+                self._items.append((image, index, box))
+                self.targets.append(_class_index(label, self.classes, class_map or {}, source))
+        if not self._items:
+            raise GesturekitError(f"no images of split {split!r} in {', '.join(map(str, sources))}")
+
+    @staticmethod
+    def _read_source(source: Path, split: str) -> list[tuple[Pack | Path, int, BoxTuple | None, str]]:
+        if source.suffix == ".gkpack":
+            pack, records = _pack_records(source, "classification", split)
+            return [(pack, r.index, r.boxes[0], r.label) for r in records]
+        if not source.is_dir():
+            raise GesturekitError(f"{source}: not a class-folder root or a .gkpack")
+        root = source / split if (source / split).is_dir() else source
+        return [
+            (path, -1, None, folder.name)
+            for folder in sorted(p for p in root.iterdir() if p.is_dir())
+            for path in sorted(folder.iterdir())
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        source, index, box = self._items[i]
+        image = source.image(index) if isinstance(source, Pack) else _read_image(source)
+        if box is None:
+            box = (0.0, 0.0, float(image.shape[-1]), float(image.shape[-2]))
+        return self.transform(image, box), self.targets[i]

@@ -1,0 +1,241 @@
+"""Preprocessing and augmentation presets (torchvision.transforms.v2; boxes follow the geometry).
+
+``letterbox`` + ``normalize`` is the detector preprocessing of evaluation *and* of the runtime;
+``crop_roi`` is the classifier's cut of a hand box (the crop convention of ``data.crops``).
+``MEAN``/``STD`` are the normalisation constants written into model metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
+
+from gesturekit.config.specs import (
+    ClassificationAugmentation,
+    ColorJitter,
+    CropConvention,
+    DetectionAugmentation,
+)
+from gesturekit.data.crops import widen_box
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+MIN_VISIBLE = 0.4
+"""A box less visible than this after augmentation is dropped (it left the canvas)."""
+
+Target = dict[str, torch.Tensor]
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] (or float in [0, 1]) -> float32 normalised with ``MEAN``/``STD``."""
+    return F.normalize(F.to_dtype(image, torch.float32, scale=True), MEAN, STD)
+
+
+def _letterbox_shape(height: int, width: int, size: int) -> tuple[int, int, float]:
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale)), scale
+
+
+def letterbox(
+    image: torch.Tensor, size: int, stride: int = 32, square: bool = True
+) -> tuple[torch.Tensor, float]:
+    """Resize so the long side is ``size`` (aspect kept), then zero-pad bottom and right.
+
+    Args:
+        image: [..., C, H, W], uint8 or float.
+        size: long side after resizing.
+        stride: with ``square=False``, pad each side to a multiple of it.
+        square: pad to a ``size x size`` canvas.
+
+    Returns:
+        The padded image [..., C, H', W'] (same dtype) and ``scale``: a point ``p`` of the input
+        is at ``p * scale`` in the output, so output boxes map back by dividing by ``scale``.
+    """
+    height, width = image.shape[-2:]
+    new_h, new_w, scale = _letterbox_shape(height, width, size)
+    out = F.resize(image, [new_h, new_w], antialias=True)
+    if square:
+        pad_h, pad_w = size - new_h, size - new_w
+    else:
+        pad_h = math.ceil(new_h / stride) * stride - new_h
+        pad_w = math.ceil(new_w / stride) * stride - new_w
+    return F.pad(out, [0, 0, pad_w, pad_h], fill=0), scale
+
+
+def _color_jitter(cj: ColorJitter) -> v2.ColorJitter:
+    return v2.ColorJitter(cj.brightness, cj.contrast, cj.saturation, cj.hue)
+
+
+def _boxes(target: Target, canvas_size: tuple[int, int]) -> tv_tensors.BoundingBoxes:
+    """Unclamped boxes so that augmentation can tell how much of a box left the canvas."""
+    return tv_tensors.BoundingBoxes(
+        target["boxes"].float().reshape(-1, 4), format="XYXY", canvas_size=canvas_size, clamping_mode=None
+    )
+
+
+def _finish(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Target]:
+    return normalize(image.as_subclass(torch.Tensor)), {
+        "boxes": boxes.as_subclass(torch.Tensor).float().reshape(-1, 4),
+        "labels": labels.as_subclass(torch.Tensor).long(),
+    }
+
+
+class _DetectionEval:
+    def __init__(self, input_size: int) -> None:
+        self.size = input_size
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        height, width = image.shape[-2:]
+        out, _ = letterbox(image, self.size)
+        new_h, new_w, _ = _letterbox_shape(height, width, self.size)
+        factor = torch.tensor([new_w / width, new_h / height] * 2)
+        return _finish(out, target["boxes"].float().reshape(-1, 4) * factor, target["labels"])
+
+
+class _DetectionTrain:
+    def __init__(self, aug: DetectionAugmentation) -> None:
+        self.size = aug.input_size
+        self.color = _color_jitter(aug.color_jitter)
+        self.geometry = v2.Compose(
+            [
+                v2.RandomAffine(
+                    degrees=0,
+                    translate=(aug.translate, aug.translate),
+                    scale=aug.scale_range,
+                    interpolation=InterpolationMode.BILINEAR,
+                    fill=0,
+                ),
+                v2.RandomHorizontalFlip(aug.hflip_probability),
+            ]
+        )
+        self.sanitize = v2.SanitizeBoundingBoxes(min_size=2.0, min_area=4.0)
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        height, width = image.shape[-2:]
+        new_h, new_w, _ = _letterbox_shape(height, width, self.size)
+        boxes = F.resize(_boxes(target, (height, width)), [new_h, new_w])
+        image = self.color(F.resize(tv_tensors.Image(image), [new_h, new_w], antialias=True))
+        pad = [0, 0, self.size - new_w, self.size - new_h]
+        image, boxes = F.pad(image, pad, fill=0), F.pad(boxes, pad)
+        image, boxes = self.geometry(image, boxes)
+        boxes, labels = _drop_truncated(boxes, target["labels"])
+        image, out = self.sanitize(image, {"boxes": boxes, "labels": labels})
+        return _finish(image, out["boxes"], out["labels"])
+
+
+def _drop_truncated(
+    boxes: tv_tensors.BoundingBoxes, labels: torch.Tensor
+) -> tuple[tv_tensors.BoundingBoxes, torch.Tensor]:
+    """Clamp boxes to the canvas; drop those with less than ``MIN_VISIBLE`` of their area on it."""
+    height, width = boxes.canvas_size
+    raw = boxes.as_subclass(torch.Tensor)
+    clamped = torch.stack(
+        [
+            raw[:, 0].clamp(0, width),
+            raw[:, 1].clamp(0, height),
+            raw[:, 2].clamp(0, width),
+            raw[:, 3].clamp(0, height),
+        ],
+        dim=1,
+    )
+    area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
+    visible = (clamped[:, 2] - clamped[:, 0]) * (clamped[:, 3] - clamped[:, 1])
+    keep = (area > 0) & (visible >= MIN_VISIBLE * area)
+    return tv_tensors.wrap(clamped[keep], like=boxes, clamping_mode="soft"), labels[keep]
+
+
+def detection_train_transform(aug: DetectionAugmentation) -> _DetectionTrain:
+    """Detector training augmentation: ``(image, target) -> (image, target)``.
+
+    Letterbox into the ``input_size`` square canvas (colour jitter before the padding), random scale
+    (``aug.scale_range``) and translation (``aug.translate`` of the canvas) of the image in it,
+    horizontal flip; boxes follow, those mostly pushed off the canvas are dropped with their labels.
+
+    Input: uint8 image [3, H, W]; target ``boxes`` [N, 4] xyxy pixels, ``labels`` int64 [N].
+    Output: float32 image [3, S, S] normalised; target ``boxes`` float32 [M, 4] xyxy in canvas
+    pixels, ``labels`` int64 [M], ``M <= N``.
+    """
+    return _DetectionTrain(aug)
+
+
+def detection_eval_transform(input_size: int) -> _DetectionEval:
+    """Detector evaluation preprocessing: ``letterbox`` (square) + ``normalize``; boxes scaled with it."""
+    return _DetectionEval(input_size)
+
+
+def crop_roi(
+    image: torch.Tensor, box: Sequence[float], crop: CropConvention, enlarge_ratio: float | None = None
+) -> torch.Tensor:
+    """Cut the classifier's region of a hand box: ``widen_box`` then ``image[..., y1:y2, x1:x2]``.
+
+    Args:
+        image: [..., C, H, W].
+        box: ``(x1, y1, x2, y2)`` of the hand in pixels of ``image``.
+        crop: the crop convention (margin, enlarge ratio, square).
+        enlarge_ratio: overrides ``crop.enlarge_ratio`` (training jitters it).
+    """
+    height, width = image.shape[-2:]
+    ratio = crop.enlarge_ratio if enlarge_ratio is None else enlarge_ratio
+    x1, y1, x2, y2 = widen_box(tuple(box), (width, height), crop.margin_px, ratio, crop.square)
+    return image[..., y1:y2, x1:x2]
+
+
+def _uniform(low: float, high: float) -> float:
+    return float(torch.empty(()).uniform_(low, high))
+
+
+class _ClassificationEval:
+    def __init__(self, input_size: int, crop: CropConvention) -> None:
+        self.size, self.crop = input_size, crop
+
+    def __call__(self, image: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
+        roi = crop_roi(image, box, self.crop)
+        return normalize(F.resize(roi, [self.size, self.size], antialias=True))
+
+
+class _ClassificationTrain:
+    def __init__(self, aug: ClassificationAugmentation, crop: CropConvention) -> None:
+        self.aug, self.crop = aug, crop
+        self.augment = v2.Compose(
+            [
+                v2.RandomHorizontalFlip(aug.hflip_probability),
+                v2.RandomRotation(aug.rotation_degrees, interpolation=InterpolationMode.BILINEAR, fill=0),
+                _color_jitter(aug.color_jitter),
+            ]
+        )
+
+    def __call__(self, image: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        t = self.aug.translate
+        dx, dy = _uniform(-t, t) * (x2 - x1), _uniform(-t, t) * (y2 - y1)
+        ratio = self.crop.enlarge_ratio * _uniform(*self.aug.scale_range)
+        roi = crop_roi(image, (x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.crop, ratio)
+        size = self.aug.input_size
+        out = self.augment(tv_tensors.Image(F.resize(roi, [size, size], antialias=True)))
+        return normalize(out.as_subclass(torch.Tensor))
+
+
+def classification_train_transform(
+    aug: ClassificationAugmentation, crop: CropConvention
+) -> _ClassificationTrain:
+    """Classifier training augmentation: ``(image, hand_box) -> image``.
+
+    The crop convention with its enlarge ratio multiplied by a random factor in
+    ``aug.scale_range`` and the box shifted by up to ``aug.translate`` of its size (``crop_roi``,
+    clipped to the frame as at runtime), resized to ``input_size`` square, then horizontal flip,
+    rotation and colour jitter.
+
+    Input: uint8 image [3, H, W] and the hand box ``(x1, y1, x2, y2)`` in its pixels.
+    Output: float32 [3, S, S] normalised.
+    """
+    return _ClassificationTrain(aug, crop)
+
+
+def classification_eval_transform(input_size: int, crop: CropConvention) -> _ClassificationEval:
+    """Classifier evaluation preprocessing: ``crop_roi`` exactly per ``crop``, resize, ``normalize``."""
+    return _ClassificationEval(input_size, crop)

@@ -1,0 +1,1 @@
+"""End-to-end evaluation of deployed models (any runtime backend) on original images."""

@@ -1,0 +1,370 @@
+"""The concurrent cascade app: decode -> (mux, cascade, track) -> sinks, as threads.
+
+One decode thread per source feeds a bounded per-source queue; the inference thread batches
+one frame of every active source (DeepStream's stream muxer), runs the cascade and the
+per-source trackers; the sink thread writes JSON, video, preview and FPS. Files apply
+back-pressure (decoding waits); live sources drop their oldest queued frame instead (counted).
+A source that ends leaves the batch; the others go on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gesturekit.config.app import AppConfig
+from gesturekit.errors import GesturekitError
+from gesturekit.pipeline.cascade import Cascade, Classifier, Detector
+from gesturekit.pipeline.predictions import HandPrediction
+from gesturekit.pipeline.sinks import JsonSink, PerfMeter, PreviewServer, Sink, VideoSink, output_path
+from gesturekit.pipeline.sources import Frame, Reconnect, Source, open_source
+from gesturekit.pipeline.tracker import IoUTracker
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """What happened to one source: frames processed, skipped, dropped, reconnects, speed."""
+
+    uri: str
+    frames: int
+    corrupt: int
+    dropped: int
+    reconnects: int
+    fps: float
+    error: str | None
+
+
+class StreamMux:
+    """Per-source bounded queues behind one condition, batched one frame per source.
+
+    Args:
+        sources: the opened sources (their ``live`` flag picks drop-oldest or back-pressure).
+        queue_size: frames queued per file source.
+        live_queue_size: frames queued per live source before the oldest is dropped.
+        batch_timeout_s: how long a batch waits for live sources once it has a frame.
+    """
+
+    def __init__(self, sources: Sequence[Source], queue_size: int, live_queue_size: int,
+                 batch_timeout_s: float) -> None:
+        self.sources = list(sources)
+        self.sizes = [live_queue_size if s.live else queue_size for s in sources]
+        self.batch_timeout_s = batch_timeout_s
+        self.queues: list[deque[Any]] = [deque() for _ in sources]
+        self.active = list(range(len(sources)))
+        self.cond = threading.Condition()
+        self.stopped = False
+
+    def put(self, source_id: int, item: Any) -> None:
+        """Queue a frame (or the end marker); waits for room, or drops the oldest when live."""
+        source = self.sources[source_id]
+        with self.cond:
+            q = self.queues[source_id]
+            if source.live:
+                if len(q) >= self.sizes[source_id]:
+                    q.popleft()
+                    source.stats.dropped += 1
+            else:
+                while len(q) >= self.sizes[source_id] and not self.stopped:
+                    self.cond.wait(0.1)
+            q.append(item)
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def next_batch(self) -> list[Frame] | None:
+        """The next frame of every active source (live ones only within the batch timeout).
+
+        Returns ``None`` when every source has ended (or on stop); may return an empty list
+        when only end markers were taken.
+        """
+        with self.cond:
+            deadline = None
+            while True:
+                if self.stopped or not self.active:
+                    return None
+                ready = [s for s in self.active if self.queues[s]]
+                missing = [s for s in self.active if not self.queues[s]]
+                if ready and not missing:
+                    break
+                wait = 0.1
+                if ready and all(self.sources[s].live for s in missing):
+                    now = time.monotonic()
+                    deadline = deadline or now + self.batch_timeout_s
+                    if now >= deadline:
+                        break
+                    wait = deadline - now
+                self.cond.wait(wait)
+            batch = []
+            for s in ready:
+                item = self.queues[s].popleft()
+                if item is _END:
+                    self.active.remove(s)
+                else:
+                    batch.append(item)
+            self.cond.notify_all()
+            return batch
+
+
+class CascadeApp:
+    """Run the cascade over sources into sinks with decode, inference and sink threads.
+
+    Args:
+        sources: opened sources, ``source_id`` = position.
+        cascade: the detector -> classifier cascade.
+        sinks: per source, the sinks that get its frames.
+        shared_sinks: sinks that get every source's frames (the preview).
+        tracker: builds a tracker for each video source; ``None`` disables tracking.
+        max_frames: frames per source at most.
+        perf: FPS meter ticked per processed frame.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        cascade: Callable[[list[Any]], list[list[HandPrediction]]],
+        sinks: Sequence[Sequence[Sink]] | None = None,
+        *,
+        shared_sinks: Sequence[Sink] = (),
+        tracker: Callable[[], IoUTracker] | None = None,
+        max_frames: int | None = None,
+        queue_size: int = 8,
+        live_queue_size: int = 2,
+        batch_timeout_s: float = 0.04,
+        perf: PerfMeter | None = None,
+    ) -> None:
+        self.sources = list(sources)
+        self.cascade = cascade
+        self.sinks = [list(s) for s in sinks] if sinks is not None else [[] for _ in self.sources]
+        self.shared_sinks = list(shared_sinks)
+        self.trackers = {
+            s.source_id: tracker() for s in self.sources if tracker is not None and not s.still
+        }
+        self.max_frames = max_frames
+        self.mux = StreamMux(self.sources, queue_size, live_queue_size, batch_timeout_s)
+        self.results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.perf = perf or PerfMeter([s.uri for s in self.sources], interval_s=0)
+        self.stop_event = threading.Event()
+        self.errors: list[BaseException] = []
+
+    def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                body()
+            except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+                self.errors.append(exc)
+                self.stop()
+        return run
+
+    def stop(self) -> None:
+        """Ask every stage to finish early (Ctrl-C, or a stage failed)."""
+        self.stop_event.set()
+        self.mux.stop()
+
+    def _decode(self, source: Source) -> None:
+        try:
+            for frame in source.frames(self.max_frames, self.stop_event):
+                self.mux.put(source.source_id, frame)
+        finally:
+            self.mux.put(source.source_id, _END)
+
+    def _infer(self) -> None:
+        try:
+            while (batch := self.mux.next_batch()) is not None:
+                if not batch:
+                    continue
+                for frame, hands in zip(batch, self.cascade([f.image for f in batch])):
+                    tracker = self.trackers.get(frame.source_id)
+                    if tracker is not None:
+                        hands = tracker.update(hands)
+                    self._emit((frame, hands))
+        finally:
+            self._emit(_END)
+
+    def _emit(self, item: Any) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _write(self) -> None:
+        while True:
+            try:
+                item = self.results.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop_event.is_set():
+                    return
+                continue
+            if item is _END:
+                return
+            frame, hands = item
+            self.perf.tick(frame.source_id)
+            fps = self.perf.fps(frame.source_id)
+            for sink in (*self.sinks[frame.source_id], *self.shared_sinks):
+                sink.write(frame, hands, fps)
+
+    def run(self) -> list[SourceReport]:
+        """Process every source to its end (or ``max_frames``); re-raise a stage's error.
+
+        Sinks are closed (files renamed into place) even when interrupted.
+        """
+        threads = [
+            threading.Thread(target=self._guard(lambda s=s: self._decode(s)), name=f"decode-{s.source_id}",
+                             daemon=True)
+            for s in self.sources
+        ]
+        threads.append(threading.Thread(target=self._guard(self._infer), name="infer", daemon=True))
+        writer = threading.Thread(target=self._guard(self._write), name="sinks", daemon=True)
+        threads.append(writer)
+        try:
+            for t in threads:
+                t.start()
+            while writer.is_alive():
+                writer.join(0.2)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        finally:
+            self.stop()
+            for t in threads:
+                t.join(5.0)
+            self._close(threads[: len(self.sources)])
+        if self.errors:
+            raise self.errors[0]
+        return self.report()
+
+    def _close(self, decoders: Sequence[threading.Thread]) -> None:
+        """Close every sink, and every source whose decoder has returned (a decoder still
+        blocked in a read keeps its container; it closes it when the read returns)."""
+        for sink in (*[s for group in self.sinks for s in group], *self.shared_sinks):
+            sink.close()
+        for source, decoder in zip(self.sources, decoders):
+            if not decoder.is_alive():
+                source.close()
+
+    def report(self) -> list[SourceReport]:
+        return [
+            SourceReport(s.uri, self.perf.total[s.source_id], s.stats.corrupt, s.stats.dropped,
+                         s.stats.reconnects, self.perf.average(s.source_id), s.stats.error)
+            for s in self.sources
+        ]
+
+
+def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
+    """The detector and (unless disabled) classifier named by the config, via ``runtime.loading``."""
+    from gesturekit.runtime import loading
+
+    primary, secondary = config.primary, config.secondary
+    detector = loading.load_detector(primary.detector, backend=primary.backend, device=primary.device,
+                                     threads=primary.threads, score_threshold=primary.score_threshold)
+    classifier = None
+    if secondary.enabled:
+        classifier = loading.load_classifier(secondary.classifier, backend=primary.backend,
+                                             device=primary.device, threads=primary.threads)
+    return detector, classifier
+
+
+def build_sinks(config: AppConfig, sources: Sequence[Source]) -> tuple[list[list[Sink]], list[Sink]]:
+    """Per-source JSON/video sinks (paths suffixed by source number when several) and the
+    shared preview."""
+    out: list[list[Sink]] = [[] for _ in sources]
+    shared: list[Sink] = []
+    try:
+        for source in sources:
+            if config.sinks.json_path is not None:
+                path = output_path(config.sinks.json_path, source.source_id, len(sources))
+                out[source.source_id].append(JsonSink(path, source.uri))
+            if config.sinks.video is not None:
+                if source.still:
+                    raise GesturekitError(f"{source.uri}: an annotated video needs a video source, not images")
+                path = output_path(config.sinks.video, source.source_id, len(sources))
+                out[source.source_id].append(VideoSink(path, source.fps))
+        if config.sinks.preview_port is not None:
+            shared.append(PreviewServer(config.sinks.preview_port, len(sources)))
+    except BaseException:
+        for sink in (*[s for group in out for s in group], *shared):
+            sink.close()
+        raise
+    return out, shared
+
+
+def open_sources(config: AppConfig) -> list[Source]:
+    """Open every source of the config (``source_id`` = position).
+
+    Raises:
+        GesturekitError: no source, or a source missing/unreadable (those opened are closed).
+    """
+    if not config.sources:
+        raise GesturekitError("no source: give SOURCE arguments or a sources: list in the config")
+    mux = config.streammux
+    reconnect = Reconnect(attempts=mux.reconnect_attempts, backoff_s=mux.reconnect_backoff_s)
+    sources: list[Source] = []
+    try:
+        for i, spec in enumerate(config.sources):
+            sources.append(open_source(spec, i, reconnect=reconnect))
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return sources
+
+
+def run_app(
+    config: AppConfig,
+    detector: Detector,
+    classifier: Classifier | None,
+    *,
+    sources: Sequence[Source] | None = None,
+    emit: Callable[[str], None] = print,
+) -> list[SourceReport]:
+    """Run the cascade app over the config's sources to their end; return a report per source.
+
+    Args:
+        sources: already opened with :func:`open_sources` (opened here when ``None``).
+        emit: where FPS lines and the preview address go.
+
+    Raises:
+        GesturekitError: no source, a source missing/unreadable, or an output that cannot be
+            created, before any frame is processed.
+    """
+    sources = list(sources) if sources is not None else open_sources(config)
+    try:
+        sinks, shared = build_sinks(config, sources)
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    for sink in shared:
+        if isinstance(sink, PreviewServer):
+            emit(f"preview: http://127.0.0.1:{sink.port}/")
+    cascade = Cascade(
+        detector,
+        classifier if config.secondary.enabled else None,
+        score_threshold=config.primary.score_threshold,
+        margin_px=config.secondary.margin,
+        min_crop_size=config.secondary.min_crop_size,
+    )
+    track = config.tracker
+    tracker = (
+        (lambda: IoUTracker(track.iou_threshold, track.max_age, track.vote_window, track.method))
+        if track.enabled else None
+    )
+    mux = config.streammux
+    app = CascadeApp(
+        sources, cascade, sinks, shared_sinks=shared, tracker=tracker, max_frames=mux.max_frames,
+        queue_size=mux.queue_size, live_queue_size=mux.live_queue_size,
+        batch_timeout_s=mux.batch_timeout_s,
+        perf=PerfMeter(config.sources, config.sinks.perf_interval_s, emit),
+    )
+    return app.run()

@@ -1,0 +1,276 @@
+"""Outputs of the cascade app: JSON Lines, annotated video, live MJPEG preview, FPS meter.
+
+Every sink has ``write(frame, hands, fps)`` and ``close()``; the app feeds each one every
+processed frame of its source(s), in order.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Protocol
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from gesturekit.errors import GesturekitError
+from gesturekit.pipeline.predictions import HandPrediction, JsonlWriter, prediction_record
+from gesturekit.pipeline.sources import Frame
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+           (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+
+
+class Sink(Protocol):
+    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def output_path(path: Path, source_id: int, num_sources: int) -> Path:
+    """``path`` itself for one source; ``<stem>.<source_id><suffix>`` with several."""
+    if num_sources == 1:
+        return path
+    return path.with_name(f"{path.stem}.{source_id}{path.suffix}")
+
+
+def draw_hands(image: np.ndarray, hands: Sequence[HandPrediction], fps: float | None = None) -> np.ndarray:
+    """Draw boxes, ``#track gesture score`` labels and an FPS line on a copy of ``image``.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 RGB.
+
+    Returns:
+        ``[H, W, 3]`` uint8 RGB.
+    """
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    size = max(10, min(canvas.size) // 24)
+    font = ImageFont.load_default(size=size)
+    for hand in hands:
+        color = PALETTE[(hand.track_id or 0) % len(PALETTE)]
+        draw.rectangle(hand.bbox, outline=color, width=max(1, size // 6))
+        parts = [f"#{hand.track_id}" if hand.track_id is not None else ""]
+        parts.append(f"{hand.gesture} {hand.gesture_score:.2f}" if hand.gesture else f"hand {hand.score:.2f}")
+        text = " ".join(p for p in parts if p)
+        x, y = hand.bbox[0], max(0.0, hand.bbox[1] - size - 2)
+        draw.rectangle(draw.textbbox((x, y), text, font=font), fill=color)
+        draw.text((x, y), text, fill=(0, 0, 0), font=font)
+    if fps is not None:
+        text = f"{fps:.1f} FPS"
+        draw.rectangle(draw.textbbox((2, 2), text, font=font), fill=(0, 0, 0))
+        draw.text((2, 2), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)
+
+
+class JsonSink:
+    """Prediction lines of one source (see :mod:`gesturekit.pipeline.predictions`)."""
+
+    def __init__(self, path: Path, uri: str) -> None:
+        self.writer = JsonlWriter(path)
+        self.uri = uri
+
+    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
+        if frame.name is not None:
+            record = prediction_record(hands, image=frame.name)
+        else:
+            record = prediction_record(hands, source=self.uri, frame=frame.index, pts=frame.pts)
+        self.writer.write(record)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class VideoSink:
+    """Annotated H.264 (MPEG-4 part 2 if libx264 is missing) video of one source.
+
+    The encoder opens on the first frame (its size fixes the video size; odd sizes are padded
+    by one black pixel). The file is written next to ``path`` and renamed into place on close.
+    """
+
+    def __init__(self, path: Path, fps: float | None = None) -> None:
+        self.path = path
+        self.fps = Fraction(fps or 25).limit_denominator(1001)
+        self._tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        self._count = 0
+
+    def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            container = av.open(str(self._tmp), "w")
+        except (av.FFmpegError, ValueError) as exc:
+            raise GesturekitError(f"{self.path}: cannot write video: {exc}") from None
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = container.add_stream(codec, rate=self.fps)
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        self._container, self._stream = container, stream
+        return container, stream
+
+    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
+        image = draw_hands(frame.image, hands, fps)
+        if self._container is None or self._stream is None:
+            container, stream = self._open(image.shape[1], image.shape[0])
+        else:
+            container, stream = self._container, self._stream
+        height, width = stream.height, stream.width
+        if image.shape[:2] != (height, width):
+            padded = np.zeros((height, width, 3), np.uint8)
+            h, w = min(height, image.shape[0]), min(width, image.shape[1])
+            padded[:h, :w] = image[:h, :w]
+            image = padded
+        video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        video_frame.pts = self._count
+        video_frame.time_base = 1 / self.fps
+        self._count += 1
+        for packet in stream.encode(video_frame):
+            container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and rename the file into place (nothing is written without frames)."""
+        if self._container is None or self._stream is None:
+            return
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = self._stream = None
+        self._tmp.replace(self.path)
+
+
+class _Latest:
+    """The newest JPEG of every source, with a condition to wait for the next one."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.jpegs: dict[int, bytes] = {}
+        self.closed = False
+
+
+def _handler(latest: _Latest, num_sources: int) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path in ("/", "/index.html"):
+                imgs = "".join(f'<img src="/{i}.mjpg" style="max-width:48%">' for i in range(num_sources))
+                body = f"<html><body style='background:#111'>{imgs}</body></html>".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            name = self.path.lstrip("/").removesuffix(".mjpg")
+            if not name.isdigit() or int(name) >= num_sources:
+                self.send_error(404)
+                return
+            self._stream(int(name))
+
+        def _stream(self, source_id: int) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            last = None
+            while True:
+                with latest.cond:
+                    latest.cond.wait_for(lambda seen=last: latest.closed or latest.jpegs.get(source_id) is not seen,
+                                         1.0)
+                    if latest.closed:
+                        return
+                    jpeg = latest.jpegs.get(source_id)
+                if jpeg is None or jpeg is last:
+                    continue
+                last = jpeg
+                try:
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n")
+                    self.wfile.write(f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+    return Handler
+
+
+class PreviewServer:
+    """Live MJPEG preview on ``http://127.0.0.1:<port>/`` (``/<source>.mjpg`` per source).
+
+    Bound to localhost only; served from a daemon thread; one instance serves all sources.
+    """
+
+    def __init__(self, port: int, num_sources: int, quality: int = 80) -> None:
+        self.quality = quality
+        self._latest = _Latest()
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self._latest, num_sources))
+        except OSError as exc:
+            raise GesturekitError(f"--preview-port {port}: cannot listen: {exc.strerror}") from None
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="preview", daemon=True)
+        self._thread.start()
+
+    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
+        buffer = io.BytesIO()
+        Image.fromarray(draw_hands(frame.image, hands, fps)).save(buffer, format="JPEG", quality=self.quality)
+        with self._latest.cond:
+            self._latest.jpegs[frame.source_id] = buffer.getvalue()
+            self._latest.cond.notify_all()
+
+    def close(self) -> None:
+        with self._latest.cond:
+            self._latest.closed = True
+            self._latest.cond.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class PerfMeter:
+    """Per-source FPS, printed every ``interval_s`` like DeepStream's perf measurement:
+    ``**PERF: <fps over the interval> (<fps since start>)`` per source."""
+
+    def __init__(self, uris: Sequence[str], interval_s: float, emit: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.uris = list(uris)
+        self.interval_s = interval_s
+        self.emit = emit
+        self.clock = clock
+        self.start = self.last_report = clock()
+        self.total = [0] * len(self.uris)
+        self.window = [0] * len(self.uris)
+        self.recent = [0.0] * len(self.uris)
+
+    def tick(self, source_id: int) -> None:
+        """Count one processed frame of ``source_id``; report when the interval has passed."""
+        self.total[source_id] += 1
+        self.window[source_id] += 1
+        now = self.clock()
+        if self.interval_s > 0 and now - self.last_report >= self.interval_s:
+            self.report(now)
+
+    def fps(self, source_id: int) -> float:
+        """Frames per second of the last interval (since start before the first report)."""
+        if self.recent[source_id]:
+            return self.recent[source_id]
+        elapsed = self.clock() - self.start
+        return self.total[source_id] / elapsed if elapsed > 0 else 0.0
+
+    def average(self, source_id: int) -> float:
+        elapsed = self.clock() - self.start
+        return self.total[source_id] / elapsed if elapsed > 0 else 0.0
+
+    def report(self, now: float) -> None:
+        span = max(now - self.last_report, 1e-9)
+        elapsed = max(now - self.start, 1e-9)
+        self.recent = [n / span for n in self.window]
+        fields = [f"{i}: {self.recent[i]:.2f} ({self.total[i] / elapsed:.2f})" for i in range(len(self.uris))]
+        self.emit("**PERF: " + "\t".join(fields))
+        self.window = [0] * len(self.uris)
+        self.last_report = now

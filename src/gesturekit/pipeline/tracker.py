@@ -1,0 +1,120 @@
+"""An IoU tracker with a gesture vote: stable hand ids and labels that do not flicker.
+
+Each source of video frames gets its own :class:`IoUTracker`. Detections are matched to the
+tracks' last boxes by IoU (Hungarian assignment or greedy), unmatched detections start new
+tracks, and a track unseen for more than ``max_age`` frames ends. The gesture reported for a
+track is the label with the largest summed ``gesture_score`` over its last ``vote_window``
+frames; its score is that sum divided by the number of frames in the window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from gesturekit.pipeline.predictions import HandPrediction
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes ``a`` [N, 4] and ``b`` [M, 4] -> [N, M]."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match(iou: np.ndarray, threshold: float, method: Literal["hungarian", "greedy"]) -> list[tuple[int, int]]:
+    """Pairs ``(row, col)`` of an IoU matrix with IoU >= ``threshold``, each row/col used once."""
+    if iou.size == 0:
+        return []
+    if method == "hungarian":
+        rows, cols = linear_sum_assignment(-iou)
+        return [(int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
+    pairs = []
+    used_rows: set[int] = set()
+    used_cols: set[int] = set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        r, c = divmod(int(flat), iou.shape[1])
+        if iou[r, c] < threshold:
+            break
+        if r not in used_rows and c not in used_cols:
+            pairs.append((r, c))
+            used_rows.add(r)
+            used_cols.add(c)
+    return pairs
+
+
+@dataclass
+class Track:
+    """One tracked hand: its id, last box, frames since last seen, recent gestures."""
+
+    track_id: int
+    bbox: tuple[float, float, float, float]
+    votes: deque[tuple[str | None, float]]
+    misses: int = 0
+
+    def vote(self) -> tuple[str | None, float | None]:
+        """The label with the largest summed score over the window, and that sum / window length."""
+        totals: dict[str, float] = {}
+        for label, score in self.votes:
+            if label is not None:
+                totals[label] = totals.get(label, 0.0) + score
+        if not totals:
+            return None, None
+        label = max(totals, key=lambda k: totals[k])
+        return label, totals[label] / len(self.votes)
+
+
+@dataclass
+class IoUTracker:
+    """Frame-by-frame IoU tracker of one source.
+
+    Args:
+        iou_threshold: minimum IoU between a detection and a track's last box to match.
+        max_age: frames a track survives unseen.
+        vote_window: frames in the gesture vote (1 disables smoothing).
+        method: ``"hungarian"`` (optimal assignment) or ``"greedy"`` (highest IoU first).
+    """
+
+    iou_threshold: float = 0.3
+    max_age: int = 10
+    vote_window: int = 5
+    method: Literal["hungarian", "greedy"] = "hungarian"
+    tracks: list[Track] = field(default_factory=list)
+    next_id: int = 0
+
+    def update(self, hands: Sequence[HandPrediction]) -> list[HandPrediction]:
+        """Assign track ids to one frame's hands and replace each gesture by its track's vote.
+
+        A hand without a gesture (crop too small) keeps ``gesture=None`` and adds no vote.
+        Returns the hands in input order.
+        """
+        boxes = np.array([h.bbox for h in hands], dtype=np.float64).reshape(-1, 4)
+        last = np.array([t.bbox for t in self.tracks], dtype=np.float64).reshape(-1, 4)
+        pairs = match(iou_matrix(boxes, last), self.iou_threshold, self.method)
+        owner = {d: self.tracks[t] for d, t in pairs}
+        for track in self.tracks:
+            track.misses += 1
+        out = []
+        for i, hand in enumerate(hands):
+            track = owner.get(i)
+            if track is None:
+                track = Track(self.next_id, hand.bbox, deque(maxlen=self.vote_window))
+                self.next_id += 1
+                self.tracks.append(track)
+            track.bbox, track.misses = hand.bbox, 0
+            track.votes.append((hand.gesture, hand.gesture_score or 0.0))
+            gesture, gesture_score = track.vote() if hand.gesture is not None else (None, None)
+            out.append(replace(hand, track_id=track.track_id, gesture=gesture, gesture_score=gesture_score))
+        self.tracks = [t for t in self.tracks if t.misses <= self.max_age]
+        return out

@@ -1,0 +1,117 @@
+"""``gesturekit infer`` end to end on generated videos, with fake models injected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from gesturekit.cli.infer import infer
+from gesturekit.errors import GesturekitError
+from gesturekit.pipeline.predictions import read_predictions
+from gesturekit.runtime import loading
+from test_pipeline_fakes import BrightnessClassifier, SquareDetector, write_video
+
+
+@pytest.fixture()
+def cli(monkeypatch: pytest.MonkeyPatch) -> tuple[typer.Typer, list[dict[str, Any]]]:
+    """A Typer app with only ``infer``, whose model loaders return fakes and record their calls."""
+    calls: list[dict[str, Any]] = []
+
+    def load_detector(name: str, **kwargs: Any) -> SquareDetector:
+        calls.append({"detector": name, **kwargs})
+        return SquareDetector()
+
+    def load_classifier(name: str, **kwargs: Any) -> BrightnessClassifier:
+        calls.append({"classifier": name, **kwargs})
+        return BrightnessClassifier()
+
+    monkeypatch.setattr(loading, "load_detector", load_detector)
+    monkeypatch.setattr(loading, "load_classifier", load_classifier)
+    app = typer.Typer()
+    app.command("infer")(infer)
+    app.command("noop")(lambda: None)  # keep ``infer`` a sub-command, as in the real CLI
+    return app, calls
+
+
+def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple) -> None:
+    app, calls = cli
+    video = write_video(tmp_path / "clip.mp4", 10, 64, 48, fps=10)
+    result = CliRunner().invoke(app, [
+        "infer", str(video), "--out-json", str(tmp_path / "preds.jsonl"),
+        "--out-video", str(tmp_path / "annotated.mp4"), "--min-crop", "4", "--threads", "2",
+    ])
+    assert result.exit_code == 0, result.output
+    assert f"{video}: 10 frames" in result.output
+    assert calls == [
+        {"detector": "hand-detector", "backend": "onnxruntime", "device": "cpu", "threads": 2, "score_threshold": 0.4},
+        {"classifier": "gesture-classifier", "backend": "onnxruntime", "device": "cpu", "threads": 2},
+    ]
+    lines = read_predictions(tmp_path / "preds.jsonl")
+    assert [r["frame"] for r in lines] == list(range(10))
+    first = lines[0]
+    assert set(first) == {"source", "frame", "pts", "detections"} and first["pts"] == 0.0
+    (det,) = first["detections"]
+    assert det["gesture"] == "stop" and det["track_id"] == 0 and det["gesture_score"] == 0.8
+    with av.open(str(tmp_path / "annotated.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 10 and (frames[0].width, frames[0].height) == (64, 48)
+
+
+def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
+    app, calls = cli
+    a, b = write_video(tmp_path / "a.mp4", 6), write_video(tmp_path / "b.mp4", 9)
+    config = tmp_path / "app.yaml"
+    config.write_text(f"sources: [{a}]\nprimary:\n  detector: my-det.onnx\n  score_threshold: 0.2\n"
+                      "secondary:\n  min_crop_size: 200\n")
+    result = CliRunner().invoke(app, [
+        "infer", str(a), str(b), "--config", str(config), "--no-classifier", "--backend", "torch",
+        "--out-json", str(tmp_path / "out" / "p.jsonl"), "--max-frames", "5", "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    assert calls == [{"detector": "my-det.onnx", "backend": "torch", "device": "cpu", "threads": None,
+                      "score_threshold": 0.2}]
+    for i in range(2):
+        lines = read_predictions(tmp_path / "out" / f"p.{i}.jsonl")
+        assert [r["frame"] for r in lines] == list(range(5))
+        assert all(d["gesture"] is None for r in lines for d in r["detections"])
+
+
+def test_infer_missing_source_fails_before_loading_models(tmp_path: Path, cli: tuple) -> None:
+    app, calls = cli
+    result = CliRunner().invoke(app, ["infer", str(tmp_path / "nope.mp4")])
+    assert isinstance(result.exception, GesturekitError)
+    assert str(result.exception) == f"{tmp_path / 'nope.mp4'}: no such file or folder"
+    assert calls == []
+
+
+def test_infer_without_sources_says_so(cli: tuple) -> None:
+    app, _ = cli
+    result = CliRunner().invoke(app, ["infer"])
+    assert isinstance(result.exception, GesturekitError)
+    assert str(result.exception).startswith("no source: ")
+
+
+def test_infer_annotated_video_needs_a_video_source(tmp_path: Path, cli: tuple) -> None:
+    app, _ = cli
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "imgs" / "a.png")
+    result = CliRunner().invoke(app, ["infer", str(tmp_path / "imgs"), "--out-video", str(tmp_path / "v.mp4")])
+    assert isinstance(result.exception, GesturekitError)
+    assert str(result.exception) == f"{tmp_path / 'imgs'}: an annotated video needs a video source, not images"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_infer_bad_config_key_names_file_and_key(tmp_path: Path, cli: tuple) -> None:
+    app, _ = cli
+    config = tmp_path / "app.yaml"
+    config.write_text("tracker:\n  iou: 0.5\n")
+    result = CliRunner().invoke(app, ["infer", "x.mp4", "--config", str(config)])
+    assert isinstance(result.exception, GesturekitError)
+    assert str(result.exception) == f"{config}: tracker.iou: unknown key"

@@ -1,0 +1,47 @@
+"""The app config: the shipped default, strict keys and one-line errors."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+from gesturekit.config.app import AppConfig, load_app_config
+from gesturekit.errors import GesturekitError
+
+
+def test_shipped_default_matches_the_model_defaults() -> None:
+    shipped = Path(str(files("gesturekit") / "specs" / "app.yaml"))
+    assert load_app_config(shipped) == AppConfig() == load_app_config(None)
+
+
+def test_full_config_parses(tmp_path: Path) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(
+        "sources: [a.mp4, rtsp://cam/1, '0']\n"
+        "streammux: {max_frames: 100, reconnect_attempts: 2}\n"
+        "primary: {detector: det.onnx, backend: torch, device: cuda, score_threshold: 0.25, threads: 2}\n"
+        "secondary: {enabled: false, margin: 8, min_crop_size: 48}\n"
+        "tracker: {method: greedy, iou_threshold: 0.5, max_age: 3, vote_window: 7}\n"
+        "sinks: {json: out/p.jsonl, video: out/v.mp4, preview_port: 8090, perf_interval_s: 0}\n"
+    )
+    cfg = load_app_config(path)
+    assert cfg.sources == ["a.mp4", "rtsp://cam/1", "0"]
+    assert cfg.sinks.json_path == Path("out/p.jsonl") and cfg.sinks.preview_port == 8090
+    assert cfg.secondary.margin == 8 and not cfg.secondary.enabled
+    assert cfg.tracker.method == "greedy" and cfg.primary.device == "cuda"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("primary:\n  backend: tensorrt\n", "primary.backend: Input should be 'onnxruntime' or 'torch'"),
+    ("sinks:\n  preview_port: 70000\n", "sinks.preview_port: Input should be less than or equal to 65535"),
+    ("secondary:\n  min_crop_size: 0\n", "secondary.min_crop_size: Input should be greater than 0"),
+    ("streamux: {}\n", "streamux: unknown key"),
+])
+def test_bad_values_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(text)
+    with pytest.raises(GesturekitError) as err:
+        load_app_config(path)
+    assert str(err.value) == f"{path}: {message}"
