@@ -22,9 +22,16 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from gesturekit.cli import data
+    from gesturekit.cli import data, evaluate, export, infer, models, pack, prune, train
 
-    app.add_typer(data.app, name="data")
+    pack.register(data.app)
+    app.add_typer(data.app, name="data", help="Convert, validate, inspect and pack datasets (KITTI layout).")
+    app.add_typer(train.app, name="train")
+    app.add_typer(evaluate.app, name="evaluate")
+    app.command("prune")(prune.prune)
+    app.command("export")(export.export)
+    app.command("infer")(infer.infer)
+    app.add_typer(models.app, name="models")
 
 
 _register()
@@ -37,3 +44,7 @@ def main() -> None:
     except GesturekitError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

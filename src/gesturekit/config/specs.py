@@ -73,14 +73,32 @@ class ColorJitter(StrictModel):
     hue: Annotated[float, Field(ge=0, le=0.5)] = 0.02
 
 
+class DataSource(StrictModel):
+    """A dataset with its own split name, e.g. ``{path: hagrid.gkpack, split: val}``."""
+
+    path: ExistingPath
+    split: str
+
+
+Sources = list[ExistingPath | DataSource]
+
+
+def source_splits(sources: Sources, default_split: str) -> list[tuple[Path, str]]:
+    """``(path, split)`` of every source; a bare path uses the section's default split."""
+    return [(s.path, s.split) if isinstance(s, DataSource) else (s, default_split) for s in sources]
+
+
 # ---------------------------------------------------------------- detector
 
 
 class DetectionDataset(StrictModel):
-    """Training and validation data: KITTI directories (with ``splits/``) or ``.gkpack`` files."""
+    """Training and validation data: KITTI directories (with ``splits/``) or ``.gkpack`` files.
 
-    train: list[ExistingPath] = Field(min_length=1)
-    val: list[ExistingPath] = Field(default_factory=list)
+    A source listed twice is sampled twice as often.
+    """
+
+    train: Sources = Field(min_length=1)
+    val: Sources = Field(default_factory=list)
     train_split: str = "train"
     val_split: str = "val"
     classes: list[str] = Field(default_factory=lambda: ["hand"], min_length=1)
@@ -156,8 +174,8 @@ class CropConvention(StrictModel):
 class ClassificationDataset(StrictModel):
     """Class folders (``root/<class>/*.jpg``) or ``.gkpack`` classification packs."""
 
-    train: list[ExistingPath] = Field(min_length=1)
-    val: list[ExistingPath] = Field(default_factory=list)
+    train: Sources = Field(min_length=1)
+    val: Sources = Field(default_factory=list)
     train_split: str = "train"
     val_split: str = "val"
     classes: list[str] = Field(default_factory=lambda: list(GESTURENET_CLASSES), min_length=2)

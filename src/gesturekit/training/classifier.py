@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from gesturekit.config.specs import ClassifierSpec
+from gesturekit.config.specs import source_splits, ClassifierSpec
 from gesturekit.data.datasets import ClassificationDataset
 from gesturekit.data.transforms import classification_eval_transform, classification_train_transform
 from gesturekit.engine.distributed import RuntimeContext, init_runtime, make_loader
@@ -49,7 +49,7 @@ def build_classifier(spec: ClassifierSpec, is_main: bool = True) -> nn.Module:
     return common.maybe_prepare_qat(model, spec.training.enable_qat)
 
 
-def classification_validator(spec: ClassifierSpec, dataset: ClassificationDataset, ctx: RuntimeContext):
+def classification_validator(spec: ClassifierSpec, dataset: Dataset, ctx: RuntimeContext):
     """A ``fit`` validation callback: accuracy and macro-F1 on the validation split."""
     shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(shard, batch_size=spec.training.batch_size_per_gpu, shuffle=False,
@@ -72,19 +72,20 @@ def train_classifier(spec: ClassifierSpec, results_dir: Path, device: str | None
     """Train (or resume) the classifier; returns the training summary."""
     ctx = init_runtime(device, seed=spec.training.seed)
     data = spec.dataset
-    train_set = ClassificationDataset(data.train, data.train_split, data.classes, data.class_map,
-                                      classification_train_transform(spec.augmentation, spec.crop))
+    train_set = common.concat(ClassificationDataset, source_splits(data.train, data.train_split), data.classes,
+                              data.class_map, classification_train_transform(spec.augmentation, spec.crop))
     loader = make_loader(train_set, spec.training.batch_size_per_gpu, spec.training.num_workers, True, None, ctx,
                          drop_last=len(train_set) > spec.training.batch_size_per_gpu)
     validate = None
     if data.val:
-        val_set = ClassificationDataset(data.val, data.val_split, data.classes, data.class_map,
-                                        classification_eval_transform(spec.augmentation.input_size, spec.crop))
+        val_set = common.concat(ClassificationDataset, source_splits(data.val, data.val_split), data.classes,
+                                data.class_map, classification_eval_transform(spec.augmentation.input_size, spec.crop))
         validate = classification_validator(spec, val_set, ctx)
     model = build_classifier(spec, ctx.is_main)
     summary = fit(model, loader, spec.training, results_dir, ctx, validate=validate, metric_key="macro_f1",
                   spec_dict=spec)
-    summary["dataset"] = {"train": [str(p) for p in data.train], "train_images": len(train_set)}
+    summary["dataset"] = {"train": [f"{p}:{split}" for p, split in source_splits(data.train, data.train_split)],
+                          "train_images": len(train_set)}
     if ctx.is_main:
         common.record_training_summary(results_dir, summary)
     return summary

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from torch import nn
+from torch.utils.data import ConcatDataset, Dataset
 
 from gesturekit.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gesturekit.engine.trainer import SUMMARY_FILE
@@ -64,3 +65,9 @@ def record_training_summary(results_dir: Path, summary: dict[str, Any]) -> None:
             state = load_checkpoint(path)
             state["metadata"] = {**(state.get("metadata") or {}), "training": summary}
             save_checkpoint(path, state)
+
+
+def concat(dataset_cls: type[Dataset], sources: list[tuple[Path, str]], *args: Any) -> Dataset:
+    """One dataset per ``(source, split)``, concatenated (a source may have its own split)."""
+    parts = [dataset_cls([path], split, *args) for path, split in sources]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)

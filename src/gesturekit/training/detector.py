@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from gesturekit.config.specs import DetectorSpec
+from gesturekit.config.specs import source_splits, DetectorSpec
 from gesturekit.data.datasets import DetectionDataset, detection_collate
 from gesturekit.data.transforms import detection_eval_transform, detection_train_transform
 from gesturekit.engine.distributed import RuntimeContext, init_runtime, make_loader
@@ -52,7 +52,7 @@ def build_detector(spec: DetectorSpec, is_main: bool = True) -> nn.Module:
     return common.maybe_prepare_qat(model, spec.training.enable_qat)
 
 
-def detection_validator(spec: DetectorSpec, dataset: DetectionDataset, ctx: RuntimeContext):
+def detection_validator(spec: DetectorSpec, dataset: Dataset, ctx: RuntimeContext):
     """A ``fit`` validation callback: AP on the letterboxed validation split, sharded over ranks."""
     shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(shard, batch_size=spec.training.batch_size_per_gpu, shuffle=False,
@@ -78,19 +78,20 @@ def train_detector(spec: DetectorSpec, results_dir: Path, device: str | None = N
     """Train (or resume) the detector; returns the training summary."""
     ctx = init_runtime(device, seed=spec.training.seed)
     data = spec.dataset
-    train_set = DetectionDataset(data.train, data.train_split, data.classes, data.class_map,
-                                 detection_train_transform(spec.augmentation))
+    train_set = common.concat(DetectionDataset, source_splits(data.train, data.train_split), data.classes,
+                              data.class_map, detection_train_transform(spec.augmentation))
     loader = make_loader(train_set, spec.training.batch_size_per_gpu, spec.training.num_workers, True,
                          detection_collate, ctx, drop_last=len(train_set) > spec.training.batch_size_per_gpu)
     validate = None
     if data.val:
-        val_set = DetectionDataset(data.val, data.val_split, data.classes, data.class_map,
-                                   detection_eval_transform(spec.augmentation.input_size))
+        val_set = common.concat(DetectionDataset, source_splits(data.val, data.val_split), data.classes,
+                                data.class_map, detection_eval_transform(spec.augmentation.input_size))
         validate = detection_validator(spec, val_set, ctx)
     model = build_detector(spec, ctx.is_main)
     summary = fit(model, loader, spec.training, results_dir, ctx, validate=validate, metric_key="ap50",
                   spec_dict=spec)
-    summary["dataset"] = {"train": [str(p) for p in data.train], "train_images": len(train_set)}
+    summary["dataset"] = {"train": [f"{p}:{split}" for p, split in source_splits(data.train, data.train_split)],
+                          "train_images": len(train_set)}
     if ctx.is_main:
         common.record_training_summary(results_dir, summary)
     return summary

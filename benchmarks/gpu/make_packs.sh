@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build the compact training packs that travel to the GPU machine (about 42 MB under .pack/gpu),
+# and the KITTI datasets under work/ that evaluation reads. Run from the repository root.
+set -euo pipefail
+D=${GESTUREKIT_DATA:-../shared/data}
+mkdir -p work .pack/gpu
+gesturekit data convert --format egohands-csv "$D/egohands" -o work/egohands --overwrite
+gesturekit data convert --format hagrid "$D/hagrid" -o work/hagrid_hand --class-map-preset hagrid-hand --overwrite
+gesturekit data convert --format hagrid "$D/hagrid" -o work/hagrid_gesture --class-map-preset hagrid-gesturenet --overwrite
+gesturekit data convert --format yolo "$D/hands_yolo" -o work/hands_yolo --overwrite
+gesturekit data convert --format yolo "$D/fingers_yolo" -o work/fingers_yolo --overwrite \
+  --class-map five=hand,four=hand,one=hand,three=hand,two=hand
+P="--quality 80"
+gesturekit data pack work/egohands -o .pack/gpu/det_egohands.gkpack --splits train --max-size 512 $P
+gesturekit data pack work/hagrid_hand -o .pack/gpu/det_hagrid_hand.gkpack --splits val --max-size 512 $P
+gesturekit data pack work/hands_yolo -o .pack/gpu/det_hands_yolo.gkpack --splits train,val --max-size 288 --quality 72
+gesturekit data pack work/fingers_yolo -o .pack/gpu/det_fingers_yolo.gkpack --splits train,val --max-size 224 $P
+CROPS="$D/hagrid/crops --kind classification --max-size 96 --class-map-preset hagrid-gesturenet --holdout 0.15 --seed 0"
+gesturekit data pack $CROPS --max-per-class 1100 --splits train --quality 75 -o .pack/gpu/cls_crops.gkpack
+gesturekit data pack $CROPS --splits test --quality 90 -o .pack/cls_crops_test.gkpack   # evaluation only
+gesturekit data pack work/hagrid_gesture -o .pack/gpu/cls_frames.gkpack --kind classification --splits val \
+  --max-size 160 --quality 85 --context 2.5
