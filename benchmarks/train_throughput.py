@@ -64,7 +64,8 @@ def main() -> None:
             loader = [(images.contiguous(memory_format=torch.channels_last), t) for images, t in loader]
         train = model
         if ctx.distributed:
-            train = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank])
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            train = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         spec = Training(batch_size_per_gpu=args.batch_size, precision=precision)
         optimizer = build_optimizer(model, spec)
         scheduler = build_scheduler(optimizer, spec.learning_rate, args.iterations * 2)

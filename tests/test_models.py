@@ -68,9 +68,9 @@ def _targets(*boxes: list[float]) -> list[dict[str, torch.Tensor]]:
 
 def test_small_box_gets_a_positive_cell_at_stride_8() -> None:
     model = create_model("detectnet_v2", pretrained=False)
-    gt = torch.tensor([[100.0, 100.0, 106.0, 109.0], [10.0, 10.0, 200.0, 150.0]])
+    gt = torch.tensor([[[100.0, 100.0, 106.0, 109.0], [10.0, 10.0, 200.0, 150.0]]])
     owned = torch.ones(1, 2, dtype=torch.bool)
-    owner = model._assign(8, 48, 48, gt, owned)
+    owner = model._assign(8, 48, 48, gt, owned)[0]
     assert (owner == 0).sum() >= 1
     assert (owner == 1).sum() > (owner == 0).sum()
 

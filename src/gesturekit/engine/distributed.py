@@ -84,6 +84,8 @@ def init_runtime(device: str | None = None, seed: int | None = None) -> RuntimeC
     local_rank = _env_int("LOCAL_RANK", rank)
     distributed = world_size > 1
     resolved = _resolve_device(device, local_rank, distributed)
+    if resolved.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed-size training inputs: pick the fastest kernels once
     if distributed and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(

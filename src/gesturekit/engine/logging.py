@@ -5,6 +5,8 @@ Only the main rank writes; the other ranks get no-op objects from the same const
 
 from __future__ import annotations
 
+import warnings
+
 import json
 import sys
 from collections.abc import Mapping
@@ -54,8 +56,11 @@ class MetricLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._truncate(resume_epoch)
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only", stacklevel=2)
+                return
             self._writer = SummaryWriter(
                 str(self.path.parent / TENSORBOARD_DIR), purge_step=resume_epoch + 1 if resume_epoch else None,
             )

@@ -136,47 +136,63 @@ class DetectNetV2(nn.Module):
         return level
 
     def _assign(self, stride: int, h: int, w: int, gt: torch.Tensor, owned: torch.Tensor) -> torch.Tensor:
-        """Index of the ground-truth box each cell regresses ([h*w], -1 for background)."""
-        centres = self._cell_centres(stride, h, w, gt.device)
-        if not owned.any():
-            return torch.full((h * w,), -1, dtype=torch.long, device=gt.device)
-        bw, bh = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
-        bcx, bcy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
-        rx = torch.clamp(0.25 * bw, min=0.5 * stride)
-        ry = torch.clamp(0.25 * bh, min=0.5 * stride)
-        inside = ((centres[:, None, 0] - bcx).abs() <= rx) & ((centres[:, None, 1] - bcy).abs() <= ry) & owned
-        area = torch.where(inside, (bw * bh)[None, :], torch.full_like(inside, float("inf"), dtype=torch.float32))
-        min_area, index = area.min(1)
+        """Index of the ground-truth box each cell regresses, -1 for background.
+
+        A cell is positive for a box when its centre lies within a quarter of the box size (at
+        least half a stride) of the box centre; overlaps go to the smallest box.
+
+        Args:
+            gt: [B,G,4] boxes (padding rows are not ``owned``); owned: [B,G] boxes of this level.
+        Returns:
+            [B,h*w] box index per cell.
+        """
+        centres = self._cell_centres(stride, h, w, gt.device)  # [P,2]
+        bw, bh = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]  # [B,G]
+        bcx, bcy = (gt[..., 0] + gt[..., 2]) / 2, (gt[..., 1] + gt[..., 3]) / 2
+        rx = torch.clamp(0.25 * bw, min=0.5 * stride)[:, None, :]
+        ry = torch.clamp(0.25 * bh, min=0.5 * stride)[:, None, :]
+        inside = ((centres[None, :, None, 0] - bcx[:, None, :]).abs() <= rx) & \
+                 ((centres[None, :, None, 1] - bcy[:, None, :]).abs() <= ry) & owned[:, None, :]  # [B,P,G]
+        area = torch.where(inside, (bw * bh)[:, None, :], torch.full_like(inside, float("inf"), dtype=gt.dtype))
+        min_area, index = area.min(-1)
         return torch.where(torch.isfinite(min_area), index, torch.full_like(index, -1))
 
+    @staticmethod
+    def _pad_targets(targets: list[dict[str, torch.Tensor]], device: torch.device):
+        """Stack per-image targets into [B,G,4] boxes, [B,G] labels and a [B,G] validity mask."""
+        g = max(1, max(len(t["boxes"]) for t in targets))
+        boxes = torch.zeros(len(targets), g, 4, device=device)
+        labels = torch.zeros(len(targets), g, dtype=torch.long, device=device)
+        valid = torch.zeros(len(targets), g, dtype=torch.bool, device=device)
+        for i, t in enumerate(targets):
+            n = len(t["boxes"])
+            boxes[i, :n], labels[i, :n], valid[i, :n] = t["boxes"].float(), t["labels"].long(), True
+        return boxes, labels, valid
+
     def compute_loss(self, levels, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        cov_losses, box_losses, num_pos = [], [], 0
+        """Focal loss on the coverage maps and GIoU loss on the positive cells' boxes, batched."""
+        gt, labels, valid = self._pad_targets(targets, levels[0][1].device)
+        sizes = torch.maximum(gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1])
+        level_of = self._level_of(sizes)
+        cov_loss = box_loss = levels[0][1].sum() * 0.0
+        num_pos = torch.zeros((), device=gt.device)
         for li, (stride, cov, box) in enumerate(levels):
             b, c, h, w = cov.shape
-            decoded = self._decode_level(stride, box)  # [B,hw,C,4]
-            cov_target = torch.zeros_like(cov, dtype=torch.float32).flatten(2)  # [B,C,hw]
-            for i, target in enumerate(targets):
-                gt, labels = target["boxes"].float(), target["labels"].long()
-                if gt.numel() == 0:
-                    continue
-                sizes = torch.maximum(gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1])
-                owner = self._assign(stride, h, w, gt, (self._level_of(sizes) == li)[None, :])
-                pos = torch.nonzero(owner >= 0).flatten()
-                if pos.numel() == 0:
-                    continue
-                matched = owner[pos]
-                cov_target[i, labels[matched], pos] = 1.0
-                pred = decoded[i, pos, labels[matched]]
-                box_losses.append(generalized_box_iou_loss(pred, gt[matched], reduction="sum"))
-                num_pos += pos.numel()
+            owner = self._assign(stride, h, w, gt, valid & (level_of == li))  # [B,P]
+            positive = owner >= 0
+            safe = owner.clamp(min=0)
+            cls = labels.gather(1, safe)  # [B,P]
+            cov_target = F.one_hot(cls, c).permute(0, 2, 1).float() * positive[:, None, :]  # [B,C,P]
             focal = sigmoid_focal_loss(cov.float().flatten(2), cov_target, reduction="none")
-            cov_losses.append((focal * self.class_weights[None, :, None]).sum())
-        norm = max(num_pos, 1)
-        zero = levels[0][1].sum() * 0.0
-        return {
-            "loss_coverage": sum(cov_losses) / norm,
-            "loss_bbox": 2.0 * (sum(box_losses) / norm if box_losses else zero),
-        }
+            cov_loss = cov_loss + (focal * self.class_weights[None, :, None]).sum()
+            decoded = self._decode_level(stride, box)  # [B,P,C,4]
+            pred = decoded.gather(2, cls[..., None, None].expand(-1, -1, 1, 4)).squeeze(2)  # [B,P,4]
+            target = gt.gather(1, safe[..., None].expand(-1, -1, 4))  # [B,P,4]
+            giou = generalized_box_iou_loss(pred[positive], target[positive], reduction="sum")
+            box_loss = box_loss + giou
+            num_pos = num_pos + positive.sum()
+        norm = num_pos.clamp(min=1.0)
+        return {"loss_coverage": cov_loss / norm, "loss_bbox": 2.0 * box_loss / norm}
 
 
 @register_model
