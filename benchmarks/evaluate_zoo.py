@@ -1,0 +1,67 @@
+"""Evaluate the shipped zoo models on held-out real data; write each model's eval.json.
+
+    bash benchmarks/gpu/make_packs.sh      # once: KITTI datasets under work/, test packs under .pack/
+    python benchmarks/evaluate_zoo.py
+
+Detector: AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP@0.7 on the EgoHands test split, the HaGRID
+`test` frames (every annotated hand) and the hands_yolo test split. Classifier: macro-F1 and the
+confusion matrix on the held-out 15% of HaGRID crops and on crops cut from the HaGRID `test` frames.
+Results: src/gesturekit/models/zoo/<name>/eval.json, benchmarks/results/zoo_eval.json, plots in
+benchmarks/results/plots/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gesturekit.evaluation.classification import evaluate_classifier_on
+from gesturekit.evaluation.detection import evaluate_detector_on
+from gesturekit.io import atomic_write_json
+from gesturekit.models.zoo import EVAL, zoo_path
+from gesturekit.runtime.loading import load_classifier, load_detector
+
+RESULTS = Path("benchmarks/results")
+DETECTION_SETS = {"egohands_test": 0.95, "hagrid_hand_test": 0.90, "hands_yolo_test": 0.95}
+CLASSIFICATION_SETS = {"cls_crops_test_test": 0.95, "hagrid_gesture_test": 0.90}
+
+
+def evaluate_detector(name: str) -> dict:
+    detector = load_detector(name, threads=2)
+    results = evaluate_detector_on(detector, [Path("work/egohands"), Path("work/hagrid_hand"), Path("work/hands_yolo")],
+                                   "test", min_width=4.0, min_height=4.0, out_dir=RESULTS / "plots" / name)
+    return {
+        "task": "detection", "split": "test",
+        "datasets": {k: {m: v[m] for m in ("ap50", "ap50_95", "coco_ap50", "kitti_ap", "num_images", "best_f1")}
+                     for k, v in results.items()},
+        "targets_ap50": DETECTION_SETS,
+        "meets_targets": {k: results[k]["ap50"] >= t for k, t in DETECTION_SETS.items()},
+    }
+
+
+def evaluate_classifier(name: str) -> dict:
+    classifier = load_classifier(name, threads=2)
+    results = evaluate_classifier_on(classifier, [Path(".pack/cls_crops_test.gkpack"), Path("work/hagrid_gesture")],
+                                     "test", out_dir=RESULTS / "plots" / name)
+    return {
+        "task": "classification", "split": "test", "datasets": results,
+        "targets_macro_f1": CLASSIFICATION_SETS,
+        "meets_targets": {k: results[k]["macro_f1"] >= t for k, t in CLASSIFICATION_SETS.items()},
+    }
+
+
+def main() -> None:
+    summary = {"hand-detector": evaluate_detector("hand-detector"),
+               "gesture-classifier": evaluate_classifier("gesture-classifier")}
+    for name, result in summary.items():
+        atomic_write_json(zoo_path(name) / EVAL, result)
+    atomic_write_json(RESULTS / "zoo_eval.json", summary)
+    for name, result in summary.items():
+        for dataset, r in result["datasets"].items():
+            key = "ap50" if result["task"] == "detection" else "macro_f1"
+            print(f"{name:18s} {dataset:22s} {key} {r[key]:.4f}  meets target: {result['meets_targets'][dataset]}")
+    print(json.dumps({k: v["meets_targets"] for k, v in summary.items()}))
+
+
+if __name__ == "__main__":
+    main()

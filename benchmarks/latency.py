@@ -1,0 +1,94 @@
+"""CPU latency of the shipped models through ONNX Runtime (batch 1, 2 threads by default).
+
+Detector: a real 640x480 frame (an EgoHands test frame resized), timed as the model alone
+(``session.run`` on the letterboxed input) and end to end (letterbox + run + decode + NMS, the
+``HandDetector`` call). Classifier: one real 160x160 hand crop, model alone and end to end.
+
+    python benchmarks/latency.py [--threads 2] [--runs 200]
+
+Writes benchmarks/results/latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from gesturekit.runtime.classifier import preprocess_crop
+from gesturekit.runtime.detector import preprocess_frame
+from gesturekit.runtime.loading import load_classifier, load_detector
+
+DATA = Path(os.environ.get("GESTUREKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def timed(fn, runs: int, warmup: int = 20) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)),
+            "min_ms": min(times), "runs": runs}
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--detector", default="hand-detector")
+    parser.add_argument("--classifier", default="gesture-classifier")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency.json"))
+    args = parser.parse_args()
+
+    frame_path = DATA / "egohands" / "images" / "CARDS_LIVINGROOM_B_T_frame_0032.jpg"
+    frame = np.asarray(Image.open(frame_path).convert("RGB").resize((640, 480)))
+    detector = load_detector(args.detector, threads=args.threads)
+    det_input, _ = preprocess_frame(frame, detector.input_size)
+    det_batch = det_input[None]
+    session: ort.InferenceSession = detector.backend.session
+    det_model = timed(lambda: session.run(None, {"images": det_batch}), args.runs)
+    det_e2e = timed(lambda: detector([frame]), args.runs)
+    hands = detector([frame])[0]
+
+    classifier = load_classifier(args.classifier, threads=args.threads)
+    crop = classifier.crop_region(frame, hands[0].bbox) if hands else frame[100:260, 200:360]
+    cls_input = preprocess_crop(crop, classifier.input_size)[None]
+    cls_session: ort.InferenceSession = classifier.backend.session
+    cls_model = timed(lambda: cls_session.run(None, {"images": cls_input}), args.runs)
+    cls_e2e = timed(lambda: classifier([crop]), args.runs)
+
+    result = {
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads, "onnxruntime": ort.__version__,
+        "detector": {"model": args.detector, "frame": "640x480", "input": list(det_batch.shape),
+                     "model_only": det_model, "end_to_end": det_e2e, "target_median_ms": 15.0},
+        "classifier": {"model": args.classifier, "input": list(cls_input.shape),
+                       "model_only": cls_model, "end_to_end": cls_e2e, "target_median_ms": 3.0},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for name in ("detector", "classifier"):
+        r = result[name]
+        print(f"{name:10s} model {r['model_only']['median_ms']:6.2f} ms  end-to-end {r['end_to_end']['median_ms']:6.2f} ms"
+              f"  (median of {args.runs}, target {r['target_median_ms']} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""INT8 quantization: quantization-aware training (QAT) and post-training calibration (PTQ).
+
+Both produce *QDQ* ONNX: standard ``QuantizeLinear``/``DequantizeLinear`` pairs around float
+operators, which ONNX Runtime fuses into INT8 kernels (``QLinearConv``, ...) and TensorRT builds as
+explicit-precision INT8 engines without a calibration table.
+
+Why these toolkits:
+
+- **QAT: small fake-quant modules of our own** (the design of NVIDIA's pytorch-quantization, which
+  TAO's QAT follows): every Conv2d/Linear quantizes its input per tensor and its weight per output
+  channel, symmetric INT8 (zero point 0), with ``torch.fake_quantize_per_tensor_affine`` /
+  ``torch.fake_quantize_per_channel_affine`` (straight-through gradients). Activation ranges are
+  an EMA of the batch max seen in training mode; weight ranges are the current per-channel max.
+  The modules subclass Conv2d/Linear, so parameter names, the optimizer, DDP, AMP and the training
+  loop are untouched, and ``export_onnx`` (the TorchScript exporter) writes each fake-quant op as a
+  Q/DQ pair. Before export, BatchNorm is folded into the convolution: with per-channel symmetric
+  weight scales this is exact (folding scales a channel's weights and its scale alike).
+  Rejected: ``torch.ao.quantization`` (deprecated in favour of torchao; FX graph mode cannot trace
+  the detector's dict/list outputs, eager mode needs QuantStub/fusion edits in every model, its
+  default fused observer op has no ONNX export, and converted models export as quantized operators,
+  not QDQ); NVIDIA pytorch-quantization (unmaintained, not built for current PyTorch); torchao
+  (targets int4/int8 linear layers of LLMs and exports through ``torch.export``, not QDQ ONNX).
+- **PTQ: ``onnxruntime.quantization.quantize_static``**: it quantizes the exported FP32 ONNX
+  directly (no PyTorch model, so any exported or pruned model works), writes QDQ with per-channel
+  weights, and keeps the calibrated tensor ranges in a JSON *calibration cache* that a later run
+  reuses without images. The post-processing (sigmoid, box decoding, softmax) and the output
+  layers stay in float.
+
+PTQ targets:
+
+- ``onnxruntime`` (CPU): activations asymmetric UINT8, weights symmetric INT8 per channel (U8S8).
+  ONNX Runtime folds ReLU/ReLU6 into the quantized convolution and runs every convolution as
+  ``QLinearConv``: the fast choice for the CPU runtime.
+- ``tensorrt``: activations and weights symmetric INT8 (zero point 0), weights per channel,
+  activations per tensor: what TensorRT's explicit quantization accepts. ONNX Runtime runs it
+  too, but keeps ReLU6 and the depthwise convolutions in float, so on CPU it is slower.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+import torch
+import torch.nn.functional as F
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationMethod as OrtMethod
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import nn
+
+from gesturekit.errors import GesturekitError
+from gesturekit.export.onnx import export_onnx
+from gesturekit.io import atomic_write_bytes
+from gesturekit.models.metadata import ONNX_KEY
+
+QMIN, QMAX = -128, 127
+Target = Literal["onnxruntime", "tensorrt"]
+CalibrationMethod = Literal["minmax", "entropy", "percentile"]
+METHODS = {"minmax": OrtMethod.MinMax, "entropy": OrtMethod.Entropy, "percentile": OrtMethod.Percentile}
+
+
+# ---------------------------------------------------------------- fake quantization (QAT)
+
+
+def _in_float(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` computed in float32 (fake quantization kernels need it), returned in x's dtype."""
+    if x.dtype == torch.float32:
+        return fn(x)
+    return fn(x.float()).to(x.dtype)
+
+
+class ActivationQuantizer(nn.Module):
+    """Symmetric per-tensor INT8 fake quantization of an activation.
+
+    In training mode the range ``amax`` follows an EMA of the batch's max |x| (the first batch
+    sets it); in eval mode it is fixed. Before any batch was seen (``amax == 0``) it passes
+    ``x`` through unchanged.
+    """
+
+    def __init__(self, momentum: float = 0.01) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("amax", torch.zeros(()))
+        self.scale: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            batch = x.detach().abs().amax().float()
+            self.amax.copy_(torch.where(self.amax > 0, torch.lerp(self.amax, batch, self.momentum), batch))
+        elif self.scale is None and not bool(self.amax > 0):
+            return x
+        scale = self.scale if self.scale is not None else (self.amax / QMAX).clamp(min=1e-12)
+        zero = torch.zeros((), dtype=torch.int32, device=x.device)
+        return _in_float(lambda v: torch.fake_quantize_per_tensor_affine(v, scale, zero, QMIN, QMAX), x)
+
+    def freeze(self) -> None:
+        """Fix the scale as a constant (for export)."""
+        if not bool(self.amax > 0):
+            raise GesturekitError("activation range never observed")
+        self.scale = (self.amax / QMAX).clamp(min=1e-12)
+
+
+class WeightQuantizer(nn.Module):
+    """Symmetric per-output-channel INT8 fake quantization of a weight [C_out, ...]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale: torch.Tensor | None = None
+
+    def _scale(self, weight: torch.Tensor) -> torch.Tensor:
+        return (weight.detach().abs().flatten(1).amax(1) / QMAX).clamp(min=1e-12).float()
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        scale = self.scale if self.scale is not None else self._scale(weight)
+        zero = torch.zeros(scale.shape, dtype=torch.int32, device=weight.device)
+        return _in_float(lambda w: torch.fake_quantize_per_channel_affine(w, scale, zero, 0, QMIN, QMAX), weight)
+
+    def freeze(self, weight: torch.Tensor) -> None:
+        """Fix the scales from ``weight`` as constants (for export)."""
+        self.scale = self._scale(weight)
+
+
+class QuantConv2d(nn.Conv2d):
+    """Conv2d with fake-quantized input (per tensor) and weight (per output channel)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_quantizer = ActivationQuantizer()
+        self.weight_quantizer = WeightQuantizer()
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d) -> "QuantConv2d":
+        """A QuantConv2d sharing ``conv``'s parameters."""
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+                padding_mode=conv.padding_mode, device="meta")
+        q.weight, q.bias = conv.weight, conv.bias
+        return q.to(conv.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+class QuantLinear(nn.Linear):
+    """Linear with fake-quantized input (per tensor) and weight (per output feature)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_quantizer = ActivationQuantizer()
+        self.weight_quantizer = WeightQuantizer()
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> "QuantLinear":
+        """A QuantLinear sharing ``linear``'s parameters."""
+        q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        q.weight, q.bias = linear.weight, linear.bias
+        return q.to(linear.weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+
+
+QUANT_LAYERS = (QuantConv2d, QuantLinear)
+
+
+def prepare_qat(model: nn.Module) -> nn.Module:
+    """Swap every Conv2d/Linear of ``model`` (in place) for its fake-quantized version.
+
+    Parameters are shared, not copied, and keep their names; each layer gains an
+    ``input_quantizer.amax`` buffer (saved in the state dict). ``model.metadata["qat"]`` is set.
+    Call it after loading float weights and before building the optimizer; a QAT checkpoint is
+    reloaded by calling it on a fresh model before ``load_state_dict``.
+
+    Returns:
+        ``model``.
+    """
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d:
+                setattr(parent, name, QuantConv2d.from_float(child))
+            elif type(child) is nn.Linear:
+                setattr(parent, name, QuantLinear.from_float(child))
+    if isinstance(getattr(model, "metadata", None), dict):
+        model.metadata["qat"] = True
+    return model
+
+
+def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+    """(conv, batchnorm) module names where the BatchNorm reads the convolution's output."""
+    names = {m: n for n, m in model.named_modules()}
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}
+    pairs: list[tuple[str, str]] = []
+
+    def conv_hook(module, _inputs, output):
+        outputs[id(output)] = (names[module], output)  # the tensor is kept so its id stays unique
+
+    def bn_hook(module, inputs):
+        found = outputs.get(id(inputs[0]))
+        if found is not None and found[1] is inputs[0]:
+            pairs.append((found[0], names[module]))
+
+    handles = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, QuantConv2d)]
+    handles += [m.register_forward_pre_hook(bn_hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    try:
+        with torch.no_grad():
+            model.export_forward(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return pairs
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """Fold each BatchNorm2d into the QuantConv2d that feeds it (in place, eval mode).
+
+    The BatchNorm becomes ``nn.Identity``. Exact for per-channel symmetric weight quantization.
+    """
+    model.eval()
+    for conv_name, bn_name in _conv_bn_pairs(model, example):
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+        parent, _, child = bn_name.rpartition(".")
+        setattr(model.get_submodule(parent), child, nn.Identity())
+    return model
+
+
+def fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn ``Constant`` nodes into initializers and fold ``Cast`` nodes of constants (in place).
+
+    The TorchScript exporter writes every Q/DQ zero point as ``Cast(Constant)``; after this pass
+    scales and zero points are plain initializers, as TensorRT's parser expects.
+    """
+    graph = proto.graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    kept, folded = [], {}
+    for node in graph.node:
+        if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"]:
+            folded[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Cast" and node.input[0] in values.keys() | folded.keys():
+            source = folded.get(node.input[0], values.get(node.input[0]))
+            to = next(a.i for a in node.attribute if a.name == "to")
+            folded[node.output[0]] = source.astype(helper.tensor_dtype_to_np_dtype(to))
+        else:
+            kept.append(node)
+    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
+    graph.ClearField("node")
+    graph.node.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in folded.items() if k in used)
+    unused = [t for t in graph.initializer if t.name not in used]
+    for t in unused:
+        graph.initializer.remove(t)
+    return proto
+
+
+def _count_qdq(proto: onnx.ModelProto) -> tuple[int, int]:
+    ops = [n.op_type for n in proto.graph.node]
+    return ops.count("QuantizeLinear"), ops.count("DequantizeLinear")
+
+
+def _with_metadata(proto: onnx.ModelProto, extra: dict) -> None:
+    """Merge ``extra`` into the gesturekit metadata JSON of ``proto`` (added when absent)."""
+    entries = {p.key: p for p in proto.metadata_props}
+    entry = entries.get(ONNX_KEY)
+    if entry is None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = ONNX_KEY, "{}"
+    entry.value = json.dumps({**json.loads(entry.value), **extra})
+
+
+def export_qat_onnx(model: nn.Module, out: str | Path, example: torch.Tensor) -> Path:
+    """Export a QAT model (``prepare_qat`` + training) as QDQ ONNX.
+
+    A copy is exported: BatchNorm folded into the convolutions, quantizer scales fixed as
+    constants, ``metadata.quantization`` added. The original model is not changed.
+
+    Args:
+        model: a model prepared with ``prepare_qat`` whose activation ranges were observed.
+        out: the ``.onnx`` file to write.
+        example: float32 input [1,3,H,W] for tracing.
+
+    Raises:
+        GesturekitError: the model is not prepared for QAT, or a range was never observed.
+    """
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}
+    if not layers:
+        raise GesturekitError("export_qat_onnx: the model has no quantized layers (call prepare_qat first)")
+    unseen = [n for n, m in layers.items() if not bool(m.input_quantizer.amax > 0)]
+    if unseen:
+        raise GesturekitError(f"{unseen[0]}: activation range never observed (train with QAT, or run "
+                              "batches through the model in train mode, before exporting)")
+    frozen = fold_batchnorm(copy.deepcopy(model), example)
+    for m in frozen.modules():
+        if isinstance(m, QUANT_LAYERS):
+            m.input_quantizer.freeze()
+            m.weight_quantizer.freeze(m.weight)
+    frozen.metadata = {**getattr(model, "metadata", {}), "quantization": {
+        "mode": "qat", "weights": "int8 symmetric per-channel", "activations": "int8 symmetric per-tensor"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        proto = fold_constants(onnx.load(str(export_onnx(frozen, Path(tmp) / "qat.onnx", example))))
+    onnx.checker.check_model(proto)
+    if min(_count_qdq(proto)) == 0:
+        raise GesturekitError(f"{out}: the export holds no QuantizeLinear/DequantizeLinear pair")
+    return atomic_write_bytes(out, proto.SerializeToString())
+
+
+# ---------------------------------------------------------------- post-training calibration (PTQ)
+
+
+class _ImageReader(CalibrationDataReader):
+    """Calibration inputs: preprocessed images [1,3,H,W] float32, checked one by one."""
+
+    def __init__(self, input_name: str, images: Iterable[np.ndarray]) -> None:
+        self.input_name = input_name
+        self.images: Iterator[np.ndarray] = iter(images)
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self.images, None)
+        if image is None:
+            return None
+        if not isinstance(image, np.ndarray) or image.ndim != 4 or image.shape[:2] != (1, 3) \
+                or image.dtype != np.float32:
+            raise GesturekitError(f"calibration image {self.count}: expected a float32 array [1,3,H,W], got "
+                                  f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+        self.count += 1
+        return {self.input_name: image}
+
+
+def _feature_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that feed a Conv/Gemm/MatMul: the quantized part of the network.
+
+    The output layers and everything after them (sigmoid, box decoding, softmax) are not listed.
+    """
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    compute = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    feeding: set[str] = set()
+    stack = [producers[i] for n in compute for i in n.input if i in producers]
+    while stack:
+        node = stack.pop()
+        if node.name in feeding:
+            continue
+        feeding.add(node.name)
+        stack.extend(producers[i] for i in node.input if i in producers)
+    return [n.name for n in proto.graph.node if n.name in feeding]
+
+
+def calibrate_int8(
+    onnx_fp32_path: str | Path,
+    out_path: str | Path,
+    images: Iterable[np.ndarray] | None,
+    cache_path: str | Path,
+    target: Target = "onnxruntime",
+    method: CalibrationMethod = "minmax",
+) -> Path:
+    """Post-training INT8 quantization of an FP32 ONNX model into QDQ ONNX (ONNX Runtime).
+
+    Args:
+        onnx_fp32_path: the FP32 model (``export_onnx``).
+        out_path: the INT8 QDQ model to write; the gesturekit metadata is kept and gains
+            ``quantization``.
+        images: preprocessed calibration inputs, float32 [1,3,H,W] each (a few hundred real
+            images is typical). May be None or empty when ``cache_path`` exists.
+        cache_path: JSON calibration cache (tensor ranges): read if it exists (no inference),
+            else written after calibrating.
+        target: ``onnxruntime`` (U8S8, fast on CPU) or ``tensorrt`` (symmetric S8S8); see the
+            module docstring.
+        method: ``minmax``, ``entropy`` or ``percentile`` (99.999) range calibration.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        GesturekitError: missing model, bad calibration image, or no image and no cache.
+    """
+    src, out, cache = Path(onnx_fp32_path), Path(out_path), Path(cache_path)
+    if not src.is_file():
+        raise GesturekitError(f"{src}: ONNX model not found")
+    if target not in ("onnxruntime", "tensorrt"):
+        raise GesturekitError(f"target: unknown target {target!r} (onnxruntime or tensorrt)")
+    if method not in METHODS:
+        raise GesturekitError(f"method: unknown calibration method {method!r} (minmax, entropy or percentile)")
+    original = onnx.load(str(src))
+    reader = None
+    if not cache.is_file():
+        reader = _ImageReader(original.graph.input[0].name, images if images is not None else ())
+    symmetric = target == "tensorrt"
+    with tempfile.TemporaryDirectory() as tmp:
+        work, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        new_cache = Path(tmp) / "cache.json"
+        quant_pre_process(original, str(work))
+        try:
+            quantize_static(
+                str(work), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, nodes_to_quantize=_feature_nodes(onnx.load(str(work))),
+                calibrate_method=METHODS[method], calibration_cache_path=str(cache if reader is None else new_cache),
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            )
+        except (ValueError, RuntimeError) as exc:
+            if reader is not None and reader.count == 0:
+                raise GesturekitError(f"{cache}: no calibration cache and no calibration image") from None
+            raise GesturekitError(f"{src}: INT8 calibration failed ({str(exc).splitlines()[0]})") from None
+        proto = onnx.load(str(quantized))
+        if reader is not None:
+            atomic_write_bytes(cache, new_cache.read_bytes())
+    for entry in original.metadata_props:
+        if entry.key not in {p.key for p in proto.metadata_props}:
+            proto.metadata_props.add(key=entry.key, value=entry.value)
+    _with_metadata(proto, {"quantization": {
+        "mode": "ptq", "target": target, "method": method, "calibration_cache": cache.name,
+        "calibration_images": reader.count if reader is not None else None,
+        "weights": "int8 symmetric per-channel",
+        "activations": "int8 symmetric per-tensor" if symmetric else "uint8 asymmetric per-tensor"}})
+    return atomic_write_bytes(out, proto.SerializeToString())

@@ -1,0 +1,64 @@
+"""The runtime gesture classifier: hand crops in, ``(gesture, probability)`` out."""
+
+from __future__ import annotations
+
+import numpy as np
+from torchvision.transforms.v2 import functional as F
+
+from gesturekit.data.crops import widen_box
+from gesturekit.data.transforms import normalize
+from gesturekit.runtime.backend import Backend, backend_metadata
+from gesturekit.runtime.detector import frame_tensor
+
+
+def preprocess_crop(crop: np.ndarray, input_size: int) -> np.ndarray:
+    """Resize a uint8 RGB crop [h,w,3] to ``input_size`` square and normalise (the evaluation
+    preprocessing of training). Returns float32 [3,S,S]."""
+    return normalize(F.resize(frame_tensor(crop), [input_size, input_size], antialias=True)).numpy()
+
+
+class GestureClassifier:
+    """Classifies hand crops with any backend.
+
+    Args:
+        backend: a classification backend (``runtime/backend.py``).
+        max_batch: crops per backend call.
+
+    Attributes:
+        classes: gesture names in output order.
+        crop: the crop convention (``margin_px``, ``enlarge_ratio``, ``square``) of training.
+    """
+
+    def __init__(self, backend: Backend, max_batch: int = 64) -> None:
+        self.backend = backend
+        self.metadata = backend_metadata(backend, "classification")
+        self.classes: list[str] = list(self.metadata["classes"])
+        self.crop: dict[str, float | bool] = dict(self.metadata["crop"])
+        self.input_size = int(self.metadata["input_size"])
+        self.max_batch = max_batch
+
+    def crop_region(self, frame: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
+        """The classifier's crop of a hand box: ``widen_box`` with this model's convention, then
+        ``frame[y1:y2, x1:x2]`` (as ``data.transforms.crop_roi`` in training).
+
+        Args:
+            frame: [H,W,3]; bbox: ``(x1, y1, x2, y2)`` in its pixels.
+        """
+        height, width = frame.shape[:2]
+        x1, y1, x2, y2 = widen_box(tuple(bbox), (width, height), float(self.crop["margin_px"]),
+                                   float(self.crop["enlarge_ratio"]), bool(self.crop["square"]))
+        return frame[y1:y2, x1:x2]
+
+    def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Args: crops uint8 RGB [h,w,3] (any sizes). Returns probabilities [N,K] float32."""
+        out = [np.zeros((0, len(self.classes)), np.float32)]
+        for start in range(0, len(crops), self.max_batch):
+            batch = np.stack([preprocess_crop(c, self.input_size) for c in crops[start:start + self.max_batch]])
+            out.append(self.backend.infer(batch)[0])
+        return np.concatenate(out)
+
+    def __call__(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        """Args: crops uint8 RGB [h,w,3]. Returns the most likely gesture and its probability per crop."""
+        probs = self.probabilities(crops)
+        best = probs.argmax(1)
+        return [(self.classes[int(k)], float(probs[i, k])) for i, k in enumerate(best)]

@@ -1,0 +1,90 @@
+"""The runtime hand detector: RGB frames in, boxes in pixels of each frame out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gesturekit.data.transforms import letterbox, normalize
+from gesturekit.models.postprocess import postprocess
+from gesturekit.runtime.backend import Backend, backend_metadata
+
+PAD_STRIDE = 32
+"""The letterboxed input is padded to a multiple of this on each side."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected hand; ``bbox`` is ``(x1, y1, x2, y2)`` in pixels of the original frame."""
+
+    bbox: tuple[float, float, float, float]
+    score: float
+    label: str
+
+
+def frame_tensor(frame: np.ndarray) -> torch.Tensor:
+    """uint8 RGB [H,W,3] array -> uint8 tensor [3,H,W] (a contiguous copy)."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 RGB frame [H,W,3], got {getattr(frame, 'dtype', type(frame))} "
+                         f"{getattr(frame, 'shape', '')}")
+    return torch.from_numpy(np.array(frame.transpose(2, 0, 1), order="C"))
+
+
+def preprocess_frame(frame: np.ndarray, input_size: int) -> tuple[np.ndarray, float]:
+    """Letterbox (long side ``input_size``, padded to ``PAD_STRIDE``) and normalise a frame.
+
+    Args:
+        frame: uint8 RGB [H,W,3].
+
+    Returns:
+        float32 [3,h,w] and ``scale`` (a frame point ``p`` is at ``p * scale`` in the input).
+    """
+    image, scale = letterbox(frame_tensor(frame), input_size, stride=PAD_STRIDE, square=False)
+    return normalize(image).numpy(), scale
+
+
+class HandDetector:
+    """Detects hands with any backend: letterbox, infer, ``postprocess``, map back to the frame.
+
+    Frames whose letterboxed inputs have the same shape run as one batch.
+
+    Args:
+        backend: a detection backend (``runtime/backend.py``).
+        score_threshold: overrides ``metadata["postprocessing"]["score_threshold"]``.
+    """
+
+    def __init__(self, backend: Backend, score_threshold: float | None = None) -> None:
+        self.backend = backend
+        self.metadata = backend_metadata(backend, "detection")
+        self.classes: list[str] = list(self.metadata["classes"])
+        self.input_size = int(self.metadata["input_size"])
+        self.postprocessing = dict(self.metadata["postprocessing"])
+        if score_threshold is not None:
+            self.postprocessing["score_threshold"] = float(score_threshold)
+
+    def __call__(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Args: frames uint8 RGB [H,W,3] (sizes may differ). Returns per frame its detections, best first."""
+        inputs = [preprocess_frame(frame, self.input_size) for frame in frames]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (image, _) in enumerate(inputs):
+            groups.setdefault(image.shape, []).append(i)
+        results: list[list[Detection]] = [[] for _ in frames]
+        for indices in groups.values():
+            boxes, scores = self.backend.infer(np.stack([inputs[i][0] for i in indices]))
+            decoded = postprocess(torch.from_numpy(boxes), torch.from_numpy(scores), **self.postprocessing)
+            for i, found in zip(indices, decoded):
+                results[i] = self._to_frame(found, inputs[i][1], frames[i].shape[:2])
+        return results
+
+    def _to_frame(self, found: dict[str, torch.Tensor], scale: float, frame_hw: tuple[int, int]) -> list[Detection]:
+        """Input-pixel boxes -> frame pixels (divide by ``scale``, clip to the frame)."""
+        height, width = frame_hw
+        boxes = (found["boxes"] / scale).numpy()
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+        return [
+            Detection(tuple(float(v) for v in box), float(score), self.classes[int(label)])  # type: ignore[arg-type]
+            for box, score, label in zip(boxes, found["scores"].tolist(), found["labels"].tolist())
+        ]

@@ -1,0 +1,126 @@
+"""Load a runtime detector or classifier from a zoo name, a model directory or a file.
+
+``name_or_path`` is, in this order: an existing ``.onnx`` file (onnxruntime backend), an existing
+``.pt`` checkpoint (torch backend), a directory holding ``model.onnx`` / ``model.pt``, or the name
+of a zoo model (``models/zoo.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from gesturekit.engine.checkpoint import load_checkpoint
+from gesturekit.errors import GesturekitError
+from gesturekit.models.zoo import CHECKPOINT, ONNX, zoo_names, zoo_path
+from gesturekit.optimize.prune import model_from_state
+from gesturekit.runtime.backend import Backend
+from gesturekit.runtime.classifier import GestureClassifier
+from gesturekit.runtime.detector import HandDetector
+from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from gesturekit.runtime.torch_backend import TorchBackend
+
+BackendName = Literal["onnxruntime", "torch"]
+_FILES = {"onnxruntime": ONNX, "torch": CHECKPOINT}
+
+
+def load_model_from_checkpoint(path: str | Path) -> nn.Module:
+    """Rebuild a model from a checkpoint's metadata and load its weights (eval mode, CPU).
+
+    The model is ``create_model(metadata["arch"], **metadata["arch_kwargs"], pretrained=False)``
+    with ``model.metadata`` set (a detector also gets ``metadata["postprocessing"]``); a pruned
+    checkpoint gets its recorded layer widths first (``optimize.prune.model_from_state``).
+
+    Raises:
+        GesturekitError: unreadable checkpoint, missing metadata, a QAT checkpoint, or weights
+            that do not fit.
+    """
+    state = load_checkpoint(path)
+    meta = state.get("metadata")
+    if isinstance(meta, dict) and meta.get("qat"):
+        raise GesturekitError(f"{path}: a quantization-aware (QAT) checkpoint; FP32 export and the torch "
+                              "backend need a float checkpoint")
+    return model_from_state(state, str(path))
+
+
+def resolve_model_file(name_or_path: str | Path, backend: BackendName) -> Path:
+    """The model file for ``backend``: ``.onnx`` for onnxruntime, ``.pt`` for torch.
+
+    Raises:
+        GesturekitError: unknown name (the message lists the zoo) or a file the backend cannot run.
+    """
+    path = Path(name_or_path)
+    if backend not in _FILES:
+        raise GesturekitError(f"unknown backend {backend!r} (choose onnxruntime or torch)")
+    if not path.exists():
+        names = zoo_names()
+        if str(name_or_path) not in names:
+            raise GesturekitError(f"{name_or_path}: not a file, a directory or a zoo model "
+                                  f"(zoo: {', '.join(names) or 'empty'})")
+        path = zoo_path(str(name_or_path))
+    if path.is_dir():
+        path = path / _FILES[backend]
+        if not path.is_file():
+            raise GesturekitError(f"{path}: not found (the {backend} backend needs {_FILES[backend]})")
+    wanted = Path(_FILES[backend]).suffix
+    if path.suffix != wanted:
+        hint = "export it with `gesturekit export`, or use the torch backend" if backend == "onnxruntime" \
+            else "use the onnxruntime backend"
+        raise GesturekitError(f"{path}: the {backend} backend needs a {wanted} file ({hint})")
+    return path
+
+
+def load_backend(
+    name_or_path: str | Path,
+    backend: BackendName = "onnxruntime",
+    device: str = "cpu",
+    threads: int | None = None,
+    half: bool = False,
+) -> Backend:
+    """A backend over the model named by ``name_or_path`` (see module docstring).
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (onnxruntime: the CUDA execution provider).
+        threads: CPU threads (onnxruntime intra-op threads; torch: ``torch.set_num_threads``).
+        half: FP16 inference (torch backend on CUDA only).
+    """
+    path = resolve_model_file(name_or_path, backend)
+    if backend == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        return TorchBackend(load_model_from_checkpoint(path), device=device, half=half)
+    if half:
+        raise GesturekitError(f"{path}: half precision is for the torch backend (export an FP16 ONNX instead)")
+    providers = None
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    elif device != "cpu":
+        raise GesturekitError(f"device {device!r}: expected cpu, cuda or cuda:N")
+    return OnnxRuntimeBackend(path, threads=threads, providers=providers)
+
+
+def load_detector(
+    name_or_path: str | Path,
+    backend: BackendName = "onnxruntime",
+    device: str = "cpu",
+    threads: int | None = None,
+    half: bool = False,
+    score_threshold: float | None = None,
+) -> HandDetector:
+    """A ``HandDetector`` (arguments as ``load_backend``; ``score_threshold`` overrides the model's)."""
+    return HandDetector(load_backend(name_or_path, backend, device, threads, half), score_threshold)
+
+
+def load_classifier(
+    name_or_path: str | Path,
+    backend: BackendName = "onnxruntime",
+    device: str = "cpu",
+    threads: int | None = None,
+    half: bool = False,
+) -> GestureClassifier:
+    """A ``GestureClassifier`` (arguments as ``load_backend``)."""
+    return GestureClassifier(load_backend(name_or_path, backend, device, threads, half))

@@ -1,0 +1,116 @@
+"""The model zoo: lookup, listing, model cards generated from the zoo files, ``gesturekit models``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from gesturekit.cli.models import app
+from gesturekit.errors import GesturekitError
+from gesturekit.export.onnx import export_onnx
+from gesturekit.models import create_model, zoo
+from gesturekit.models.metadata import classifier_metadata, detector_metadata
+
+DET_KWARGS = {"num_classes": 1, "backbone": "mobilenet_v2", "head_channels": 16, "strides": [8]}
+POST = {"score_threshold": 0.3, "clustering": "dbscan", "dbscan_eps": 0.3, "max_detections": 50}
+SUMMARY = {
+    "epochs": 80, "completed_epochs": 80, "batch_size_per_gpu": 64, "world_size": 2, "global_batch_size": 128,
+    "precision": "bf16", "amp_dtype": "bfloat16", "optimizer": "adamw", "images_seen": 1234567,
+    "wall_time_s": 4000.0, "images_per_s": 812.25, "device": "NVIDIA H100 80GB HBM3",
+    "metric_key": "ap50", "best_metric": 0.91, "best_epoch": 75,
+}
+EVAL = {"split": "test", "voc": {"ap50": 0.8765, "ap": 0.5}, "coco": {"ap50_95": 0.41}, "images_per_s": 950.5,
+        "per_class": [{"class": "hand", "ap": 0.5}]}
+
+
+@pytest.fixture(scope="module")
+def zoo_root(tmp_path_factory) -> Path:
+    """A zoo with a complete detector, a classifier with only its checkpoint, and a stray folder."""
+    root = tmp_path_factory.mktemp("zoo")
+    torch.manual_seed(0)
+    det = create_model("detectnet_v2", **DET_KWARGS, pretrained=False, postprocessing=POST)
+    det.metadata = detector_metadata("detectnet_v2", DET_KWARGS, ["hand"], 384, POST)
+    (root / "hand-detector").mkdir()
+    torch.save({"model": det.state_dict(), "metadata": det.metadata}, root / "hand-detector" / "model.pt")
+    export_onnx(det.eval(), root / "hand-detector" / "model.onnx", torch.zeros(1, 3, 64, 64))
+    (root / "hand-detector" / "eval.json").write_text(json.dumps(EVAL))
+    (root / "hand-detector" / "train_summary.json").write_text(json.dumps(SUMMARY))
+    spec = {"dataset": {"train": ["/data/egohands_kitti"], "val": ["/data/egohands_kitti"]}, "training": {}}
+    (root / "hand-detector" / "spec.yaml").write_text(yaml.safe_dump(spec))
+
+    cls = create_model("gesturenet", num_classes=2, pretrained=False)
+    training = {"epochs": 3, "precision": "fp32", "batch_size_per_gpu": 8}
+    cls.metadata = classifier_metadata("gesturenet", {"num_classes": 2}, ["fist", "random"], 96,
+                                       {"margin_px": 8, "enlarge_ratio": 1.5, "square": False},
+                                       training=training, metrics={"accuracy": 0.75})
+    (root / "gesture-classifier").mkdir()
+    torch.save({"model": cls.state_dict(), "metadata": cls.metadata}, root / "gesture-classifier" / "model.pt")
+    (root / "notes").mkdir()
+    (root / "notes" / "README.md").write_text("not a model")
+    return root
+
+
+@pytest.fixture
+def zoo_at(zoo_root, monkeypatch) -> Path:
+    monkeypatch.setattr(zoo, "ZOO_ROOT", zoo_root)
+    return zoo_root
+
+
+def test_list_zoo(zoo_at) -> None:
+    entries = zoo.list_zoo()
+    assert [e.name for e in entries] == ["gesture-classifier", "hand-detector"]
+    cls, det = entries
+    assert (det.task, det.arch, det.backbone, det.classes, det.input_size) == (
+        "detection", "detectnet_v2", "mobilenet_v2", ["hand"], 384)
+    assert det.headline == ("voc.ap50", 0.8765) and det.path == zoo_at / "hand-detector"
+    assert (cls.task, cls.backbone, cls.input_size, cls.headline) == ("classification", None, 96, ("accuracy", 0.75))
+
+
+def test_zoo_lookup_errors(zoo_at, tmp_path, monkeypatch) -> None:
+    assert zoo.zoo_path("hand-detector") == zoo_at / "hand-detector"
+    with pytest.raises(GesturekitError, match=r"unknown zoo model 'notes' \(zoo: gesture-classifier, hand-detector\)"):
+        zoo.zoo_path("notes")
+    monkeypatch.setattr(zoo, "ZOO_ROOT", tmp_path / "missing")
+    assert zoo.list_zoo() == []
+    with pytest.raises(GesturekitError, match=r"\(zoo: empty\)"):
+        zoo.model_card("hand-detector")
+
+
+def test_model_card_from_files(zoo_at) -> None:
+    card = zoo.model_card("hand-detector")
+    params = sum(p.numel() for p in create_model("detectnet_v2", **DET_KWARGS, pretrained=False).parameters())
+    for text in [
+        "# hand-detector", "| Task | detection |", "| Classes | hand |", "letterboxed to 384 px",
+        "| Architecture | detectnet_v2 (backbone mobilenet_v2) |", f"| Parameters | {params / 1e6:.2f} M |",
+        "`model.onnx` (", "| voc.ap50 | 0.8765 |", "| coco.ap50_95 | 0.41 |", "## Speed", "| images_per_s | 950.5 |",
+        "| Epochs | 80 |", "| Batch size | 64 per GPU x 2 = 128 |", "| Precision | bf16 (autocast bfloat16) |",
+        "| Dataset (train) | `/data/egohands_kitti` |", "| Images seen | 1,234,567 |", "| Wall time | 1 h 06 min |",
+        "| Device | NVIDIA H100 80GB HBM3 |", "| Training throughput | 812.2 images/s |",
+        "| Best validation | ap50 0.9100 (epoch 75) |", "| clustering | dbscan |",
+    ]:
+        assert text in card, text
+    assert "per_class" not in card and "images_per_s | 950.5" not in card.split("## Speed")[0]
+
+
+def test_model_card_falls_back_to_checkpoint_metadata(zoo_at) -> None:
+    card = zoo.model_card("gesture-classifier")
+    assert "| Classes | fist, random |" in card and "resized to 96x96 (box enlarged x1.5, margin 8 px)" in card
+    assert "| accuracy | 0.75 |" in card and "| Epochs | 3 |" in card and "| Precision | fp32 |" in card
+    assert "`model.pt` (" in card and "model.onnx" not in card and "Post-processing" not in card
+
+
+def test_models_cli(zoo_at, tmp_path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "hand-detector" in result.output and "voc.ap50 0.8765" in result.output
+    out = tmp_path / "card.md"
+    result = runner.invoke(app, ["card", "hand-detector", "-o", str(out)])
+    assert result.exit_code == 0 and out.read_text() == zoo.model_card("hand-detector") + "\n"
+    result = runner.invoke(app, ["card", "nope"])
+    assert isinstance(result.exception, GesturekitError)
