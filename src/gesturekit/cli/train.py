@@ -24,14 +24,19 @@ DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (
 OverrideArg = Annotated[Optional[list[str]], typer.Argument(help="Spec overrides, e.g. training.epochs=10.")]
 
 
+def _report(summary: dict, results: Path) -> None:
+    best = f"best {summary['metric_key']} {summary['best_metric']:.4f} (epoch {summary['best_epoch']}), " \
+        if summary.get("best_metric") is not None else ""
+    typer.echo(f"{best}{summary['images_seen']} images in {summary['wall_time_s']:.0f} s -> {results}")
+
+
 @app.command()
 def detector(spec: SpecOption, results: ResultsOption, overrides: OverrideArg = None,
              device: DeviceOption = None) -> None:
     """Train the hand detector (DetectNet_v2-style) described by the spec."""
     from gesturekit.training.detector import train_detector
 
-    summary = train_detector(load_spec(spec, DetectorSpec, overrides), results, device)
-    typer.echo(f"best {summary['metric_key']}: {summary['best_metric']}  ({results})")
+    _report(train_detector(load_spec(spec, DetectorSpec, overrides), results, device), results)
 
 
 @app.command()
@@ -40,5 +45,4 @@ def classifier(spec: SpecOption, results: ResultsOption, overrides: OverrideArg 
     """Train the gesture classifier (GestureNet-compatible) described by the spec."""
     from gesturekit.training.classifier import train_classifier
 
-    summary = train_classifier(load_spec(spec, ClassifierSpec, overrides), results, device)
-    typer.echo(f"best {summary['metric_key']}: {summary['best_metric']}  ({results})")
+    _report(train_classifier(load_spec(spec, ClassifierSpec, overrides), results, device), results)

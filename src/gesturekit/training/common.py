@@ -2,20 +2,77 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 from torch import nn
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from gesturekit.config.specs import source_splits
 from gesturekit.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from gesturekit.engine.trainer import SUMMARY_FILE
+from gesturekit.engine.distributed import RuntimeContext, init_runtime, make_loader
+from gesturekit.engine.trainer import SUMMARY_FILE, fit
 from gesturekit.io import atomic_write_json
+from gesturekit.models import create_model
 from gesturekit.models.pretrained import load_matching, read_state_dict
 
 console = Console(stderr=True)
+
+
+def init_model(model_spec: Any, kwargs: dict[str, Any], is_main: bool) -> nn.Module:
+    """The model of a spec's ``model`` section, initialised as it says: a pruned graph to retrain
+    (``load_graph``), a user checkpoint (``pretrained_model_file``) or ImageNet weights."""
+    if model_spec.load_graph:
+        from gesturekit.optimize.prune import load_pruned_checkpoint
+
+        return load_pruned_checkpoint(model_spec.pretrained_model_file)
+    use_imagenet = model_spec.pretrained and model_spec.pretrained_model_file is None
+    model = create_model(model_spec.arch, pretrained=use_imagenet, **kwargs)
+    report_backbone(model, is_main)
+    load_initial_weights(model, model_spec.pretrained_model_file, is_main)
+    return model
+
+
+def with_metadata(model: nn.Module, metadata: dict[str, Any], enable_qat: bool) -> nn.Module:
+    """Attach the metadata (keeping what a pruned model recorded) and prepare QAT if asked."""
+    model.metadata = {**getattr(model, "metadata", {}), **metadata}
+    return maybe_prepare_qat(model, enable_qat)
+
+
+def shard_loader(dataset: Dataset, batch_size: int, num_workers: int, ctx: RuntimeContext,
+                 collate_fn: Callable | None = None) -> DataLoader:
+    """This rank's share of a validation set (validation is sharded, then gathered)."""
+    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=min(num_workers, 4),
+                      collate_fn=collate_fn)
+
+
+def train_task(spec: Any, results_dir: Path, device: str | None, dataset_cls: type[Dataset],
+               train_transform: Callable, val_transform: Callable, collate_fn: Callable | None,
+               build: Callable[[Any, bool], nn.Module],
+               make_validator: Callable[[Any, Dataset, RuntimeContext], Callable], metric_key: str) -> dict[str, Any]:
+    """Datasets from the spec, the model, then the shared engine's ``fit``; returns the summary."""
+    ctx = init_runtime(device, seed=spec.training.seed)
+    data, training = spec.dataset, spec.training
+    train_sources = source_splits(data.train, data.train_split)
+    train_set = concat(dataset_cls, train_sources, data.classes, data.class_map, train_transform)
+    loader = make_loader(train_set, training.batch_size_per_gpu, training.num_workers, True, collate_fn, ctx,
+                         drop_last=len(train_set) > training.batch_size_per_gpu)
+    validate = None
+    if data.val:
+        val_set = concat(dataset_cls, source_splits(data.val, data.val_split), data.classes, data.class_map,
+                         val_transform)
+        validate = make_validator(spec, val_set, ctx)
+    model = build(spec, ctx.is_main)
+    summary = fit(model, loader, training, results_dir, ctx, validate=validate, metric_key=metric_key,
+                  spec_dict=spec)
+    summary["dataset"] = {"train": [f"{p}:{split}" for p, split in train_sources], "train_images": len(train_set)}
+    if ctx.is_main:
+        record_training_summary(results_dir, summary)
+    return summary
 
 
 def load_initial_weights(model: nn.Module, pretrained_model_file: Path | None, is_main: bool) -> None:
@@ -40,10 +97,6 @@ def maybe_prepare_qat(model: nn.Module, enable_qat: bool) -> nn.Module:
     from gesturekit.optimize.quantize import prepare_qat
 
     return prepare_qat(model)
-
-
-def arch_kwargs_without_pretrained(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kwargs.items() if k != "pretrained"}
 
 
 def all_gather_lists(items: list[Any], ctx_distributed: bool) -> list[Any]:
