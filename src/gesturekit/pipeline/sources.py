@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,7 @@ class Reconnect:
 DEFAULT_RECONNECT = Reconnect()
 
 
-class Source:
+class Source(ABC):
     """Base of all sources: an ``uri``, ``live`` and ``still`` flags, nominal ``fps``, counters."""
 
     uri: str
@@ -84,9 +85,9 @@ class Source:
         self.source_id = source_id
         self.stats = SourceStats()
 
+    @abstractmethod
     def frames(self, max_frames: int | None = None, stop: threading.Event | None = None) -> Iterator[Frame]:
         """Yield decoded frames in order until the source ends, ``max_frames`` or ``stop``."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release the underlying file or stream."""
