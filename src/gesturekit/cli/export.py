@@ -1,4 +1,5 @@
-"""``gesturekit export``: a checkpoint or zoo model to ONNX, with a parity check."""
+"""``gesturekit export``: a checkpoint or zoo model to ONNX (FP32, FP16 or INT8), with a parity
+check, an optional accuracy comparison and an optional TensorRT engine."""
 
 import math
 from enum import Enum
@@ -12,18 +13,34 @@ from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from torch import nn
 
 from gesturekit.errors import GesturekitError
-from gesturekit.export.onnx import check_parity, export_onnx
+from gesturekit.evaluation.detection import evaluate_detector_on
+from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
+from gesturekit.export.onnx import check_parity
+from gesturekit.export.precision import default_calibration_cache, export_precision
+from gesturekit.export.tensorrt import TENSORRT_MISSING, build_engine, profile_shapes, tensorrt_available
+from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import preprocess_crop
-from gesturekit.runtime.detector import PAD_STRIDE, preprocess_frame
+from gesturekit.runtime.detector import PAD_STRIDE, HandDetector, preprocess_frame
 from gesturekit.runtime.loading import load_model_from_checkpoint, resolve_model_file
+from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from gesturekit.runtime.torch_backend import TorchBackend
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+FP32_TOLERANCE = 1e-3
 
 
 class ExportPrecision(str, Enum):
     fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class Int8Target(str, Enum):
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -32,6 +49,20 @@ def _read_rgb(path: Path) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError):
         raise GesturekitError(f"{path}: not a readable image") from None
+
+
+def _preprocess(meta: dict, rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB [H,W,3] -> float32 [3,H,W] as at runtime (detector: frame; classifier: crop)."""
+    size = int(meta["input_size"])
+    return preprocess_frame(rgb, size)[0] if meta["task"] == "detection" else preprocess_crop(rgb, size)
+
+
+def _batches(arrays: list[np.ndarray]) -> list[torch.Tensor]:
+    """[3,H,W] arrays stacked into one batch per shape."""
+    groups: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for a in arrays:
+        groups.setdefault(a.shape, []).append(a)
+    return [torch.from_numpy(np.stack(g)) for g in groups.values()]
 
 
 def parity_inputs(meta: dict, images_dir: Path | None, count: int) -> tuple[list[torch.Tensor], str]:
@@ -49,14 +80,34 @@ def parity_inputs(meta: dict, images_dir: Path | None, count: int) -> tuple[list
     files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
     if not files:
         raise GesturekitError(f"{images_dir}: no .jpg/.jpeg/.png/.bmp image")
-    if detection:
-        arrays = [preprocess_frame(_read_rgb(p), size)[0] for p in files]
-    else:
-        arrays = [preprocess_crop(_read_rgb(p), size) for p in files]
-    groups: dict[tuple[int, ...], list[np.ndarray]] = {}
-    for a in arrays:
-        groups.setdefault(a.shape, []).append(a)
-    return [torch.from_numpy(np.stack(g)) for g in groups.values()], f"{len(files)} images of {images_dir}"
+    return _batches([_preprocess(meta, _read_rgb(p)) for p in files]), f"{len(files)} images of {images_dir}"
+
+
+def _parity_batches(meta: dict, images: Path | None, sources: list[Path], split: str,
+                    count: int) -> tuple[list[torch.Tensor], str]:
+    """``--images`` if given, else ``count`` images of the calibration or evaluation datasets, else random."""
+    if images is not None or not sources:
+        return parity_inputs(meta, images, count)
+    items = select_calibration_items(sources, split, count, boxes=meta["task"] == "classification")
+    arrays = [_preprocess(meta, read_item(item, meta.get("crop"))) for item in items]
+    return _batches(arrays), f"{len(items)} images of {', '.join(map(str, sources))} ({split})"
+
+
+def _detection_ap(backend: Backend, datasets: list[Path], split: str) -> dict[str, float]:
+    results = evaluate_detector_on(HandDetector(backend), datasets, split)
+    return {name: float(result["ap50"]) for name, result in results.items()}
+
+
+def _ap_table(net: nn.Module, path: Path, precision: str, datasets: list[Path], split: str) -> Table:
+    """AP@0.5 of the PyTorch model and of the exported file through the runtime detector."""
+    reference = _detection_ap(TorchBackend(net), datasets, split)
+    exported = _detection_ap(OnnxRuntimeBackend(path), datasets, split)
+    table = Table("dataset", "PyTorch FP32", f"ONNX {precision}", "difference",
+                  title=f"AP@0.5 ({split} split, runtime HandDetector)")
+    for name, ap in reference.items():
+        table.add_row(escape(name), f"{100 * ap:.2f}", f"{100 * exported[name]:.2f}",
+                      f"{100 * (exported[name] - ap):+.2f} points")
+    return table
 
 
 def export(
@@ -64,40 +115,105 @@ def export(
                                          "a directory with model.pt, or a zoo model name.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", show_default=False)],
     precision: Annotated[ExportPrecision, typer.Option(
-        help="Numeric precision of the exported model.")] = ExportPrecision.fp32,
+        help="Numeric precision: fp32; fp16 (float16 weights and activations, float32 inputs and outputs); "
+        "int8 (post-training calibrated QDQ, needs --calibration-images or an existing cache).")
+    ] = ExportPrecision.fp32,
+    calibration_images: Annotated[Optional[list[Path]], typer.Option(
+        help="INT8: a folder of images or a KITTI dataset (repeatable). Use training images, never the "
+        "evaluation split.", show_default=False)] = None,
+    calibration_split: Annotated[str, typer.Option(help="INT8: the split read from KITTI datasets.")] = "train",
+    num_calibration: Annotated[int, typer.Option(
+        min=1, help="INT8: calibrate on this many images, spread evenly over the sources.")] = 200,
+    calibration_cache: Annotated[Optional[Path], typer.Option(
+        help="INT8: JSON calibration cache; reused when it exists, else written. (default: OUTPUT with "
+        "suffix .calib.json)", show_default=False)] = None,
+    int8_target: Annotated[Optional[Int8Target], typer.Option(
+        help="INT8: onnxruntime (fast on CPU) or tensorrt (symmetric, for TensorRT). (default: tensorrt "
+        "with --engine, else onnxruntime)", show_default=False)] = None,
     images: Annotated[Optional[Path], typer.Option(
         help="A folder of images for the parity check, preprocessed as at runtime (detector: whole frames; "
-        "classifier: hand crops). Default: random tensors.", show_default=False)] = None,
-    num_images: Annotated[int, typer.Option(min=1, help="At most this many images of --images.")] = 8,
+        "classifier: hand crops). Default: the calibration images, else the evaluation images, else "
+        "random tensors.", show_default=False)] = None,
+    num_images: Annotated[int, typer.Option(min=1, help="The parity check uses at most this many images.")] = 8,
+    eval_dataset: Annotated[Optional[list[Path]], typer.Option(
+        help="Detector: a KITTI dataset (repeatable) on which the AP@0.5 of the PyTorch model and of the "
+        "export are printed.", show_default=False)] = None,
+    eval_split: Annotated[str, typer.Option(help="The split of --eval-dataset.")] = "test",
+    engine: Annotated[bool, typer.Option(
+        "--engine", help="Also build a TensorRT engine (OUTPUT with suffix .engine); needs TensorRT.")] = False,
+    max_batch: Annotated[int, typer.Option(min=1, help="--engine: the largest batch of the engine.")] = 8,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset version.")] = 17,
-    tolerance: Annotated[float, typer.Option(min=0.0, help="Largest accepted absolute difference between "
-                                             "PyTorch and ONNX Runtime outputs.")] = 1e-3,
+    tolerance: Annotated[Optional[float], typer.Option(
+        min=0.0, help="Largest accepted absolute difference between PyTorch and ONNX Runtime outputs. "
+        f"(default: {FP32_TOLERANCE:g} for fp32; fp16 and int8 only print it)", show_default=False)] = None,
 ) -> None:
     """Export a model to ONNX with its metadata, then compare ONNX Runtime with PyTorch.
 
     The detector gets dynamic batch, height and width; the classifier a dynamic batch. Exits 1 when
     an output differs by more than --tolerance (the file is kept for inspection).
+
+    Example: gesturekit export hand-detector -o det-int8.onnx --precision int8
+    --calibration-images work/egohands --eval-dataset work/egohands
     """
+    if engine and not tensorrt_available():
+        typer.echo(f"error: {TENSORRT_MISSING}", err=True)
+        raise typer.Exit(2)
+    cache = calibration_cache or default_calibration_cache(output)
+    sources = list(calibration_images or [])
+    if precision is ExportPrecision.int8 and not sources and not cache.is_file():
+        raise typer.BadParameter(f"int8 needs --calibration-images (no calibration cache {cache})",
+                                 param_hint="'--precision'")
     checkpoint = resolve_model_file(model, "torch")
     net = load_model_from_checkpoint(checkpoint)
-    size = int(net.metadata["input_size"])
-    side = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if net.metadata["task"] == "detection" else size
-    path = export_onnx(net, output, torch.zeros(1, 3, side, side))
-    batches, described = parity_inputs(net.metadata, images, num_images)
+    meta = net.metadata
+    if eval_dataset and meta["task"] != "detection":
+        raise GesturekitError(f"{checkpoint}: --eval-dataset compares detection AP; this is a {meta['task']} model")
+    target = (int8_target or (Int8Target.tensorrt if engine else Int8Target.onnxruntime)).value
+    console = Console(highlight=False, soft_wrap=True)
+
+    calibration = None
+    if precision is ExportPrecision.int8:
+        if cache.is_file():
+            console.print(f"calibration: reusing the ranges of {escape(str(cache))} (delete it to recalibrate)")
+        else:
+            items = select_calibration_items(sources, calibration_split, num_calibration,
+                                             boxes=meta["task"] == "classification")
+            calibration = calibration_inputs(items, lambda rgb: _preprocess(meta, rgb), meta.get("crop"))
+            console.print(f"calibration: {len(items)} images of {escape(', '.join(map(str, sources)))} "
+                          f"({calibration_split}), target {target}; cache {escape(str(cache))}")
+    size = int(meta["input_size"])
+    side = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if meta["task"] == "detection" else size
+    path = export_precision(net, output, torch.zeros(1, 3, side, side), precision.value, calibration, cache,
+                            target, opset)
+    console.print(f"wrote {escape(str(path))} ({precision.value}, {path.stat().st_size / 1e6:.1f} MB) from "
+                  f"{escape(str(checkpoint))}")
+
+    parity_sources, parity_split = (sources, calibration_split) if sources else (list(eval_dataset or []), eval_split)
+    batches, described = _parity_batches(meta, images, parity_sources, parity_split, num_images)
     worst: dict[str, float] = {}
     for batch in batches:
         for name, diff in check_parity(net, path, batch).items():
             worst[name] = max(worst.get(name, 0.0), diff)
-    console = Console(highlight=False, soft_wrap=True)
-    console.print(f"wrote {escape(str(path))} ({precision.value}, {path.stat().st_size / 1e6:.1f} MB) from "
-                  f"{escape(str(checkpoint))}")
-    table = Table("output", "max abs diff", "ok", title=f"parity with PyTorch on {escape(described)}")
+    limit = tolerance if tolerance is not None else (FP32_TOLERANCE if precision is ExportPrecision.fp32 else None)
+    table = Table("output", "max abs diff", title=f"parity with PyTorch on {escape(described)}")
+    if limit is not None:
+        table.add_column("ok")
+    if precision is not ExportPrecision.fp32:
+        table.caption = "reduced precision differs most on low-score outputs: judge it by --eval-dataset AP"
     for name, diff in worst.items():
-        table.add_row(name, f"{diff:.3g}", "yes" if diff <= tolerance else "[red]no[/red]")
+        table.add_row(name, f"{diff:.3g}", *([] if limit is None else ["yes" if diff <= limit else "[red]no[/red]"]))
     console.print(table)
-    if images is None:
+    if images is None and not parity_sources:
         console.print("random inputs only: pass --images DIR to check on real images")
-    failed = [name for name, diff in worst.items() if diff > tolerance]
+
+    if eval_dataset:
+        console.print(_ap_table(net, path, precision.value, list(eval_dataset), eval_split))
+    if engine:
+        shapes = profile_shapes(meta, max_batch)
+        built = build_engine(path, output.with_suffix(".engine"), shapes, precision.value)
+        console.print(f"wrote {escape(str(built))} (TensorRT {precision.value}; shapes min {shapes['min']}, "
+                      f"opt {shapes['opt']}, max {shapes['max']})")
+    failed = [name for name, diff in worst.items() if limit is not None and diff > limit]
     if failed:
         raise GesturekitError(f"{path}: parity check failed: {failed[0]} differs by {worst[failed[0]]:.3g} "
-                              f"> tolerance {tolerance:g}")
+                              f"> tolerance {limit:g}")

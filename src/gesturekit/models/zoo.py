@@ -218,6 +218,8 @@ def model_card(name: str) -> str:
         ("Classes", ", ".join(meta["classes"])),
         ("Input", _input_text(meta)),
         ("Architecture", meta["arch"] + (f" (backbone {backbone})" if backbone else "")),
+        ("Inference precision", str(meta.get("precision", "fp32"))
+         + (" (INT8 QDQ, calibrated)" if meta.get("quantization") else "")),
     ]
     if params is not None:
         model_rows.append(("Parameters", f"{params / 1e6:.2f} M"))
