@@ -2,7 +2,10 @@
 
 One decode thread per source feeds a bounded per-source queue; the inference thread batches
 one frame of every active source (DeepStream's stream muxer), runs the cascade and the
-per-source trackers; the sink thread writes JSON, video, preview and FPS. Files apply
+per-source trackers; the sink thread writes JSON, video, preview and FPS. A cascade with
+``detect`` and ``classify`` stages (:class:`Cascade`) runs them in two threads (DeepStream's
+primary and secondary GIE), so the detector works on the next batch while the classifier and
+trackers finish this one; results keep their order. Files apply
 back-pressure (decoding waits); live sources drop their oldest queued frame instead (counted).
 A source that ends leaves the batch; the others go on.
 """
@@ -120,7 +123,8 @@ class CascadeApp:
 
     Args:
         sources: opened sources, ``source_id`` = position.
-        cascade: the detector -> classifier cascade.
+        cascade: the detector -> classifier cascade; one with ``detect(frames)`` and
+            ``classify(frames, detections)`` runs them in two threads.
         sinks: per source, the sinks that get its frames.
         shared_sinks: sinks that get every source's frames (the preview).
         tracker: builds a tracker for each video source; ``None`` disables tracking.
@@ -152,6 +156,9 @@ class CascadeApp:
         self.max_frames = max_frames
         self.mux = StreamMux(self.sources, queue_size, live_queue_size, batch_timeout_s)
         self.results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        detect, classify = getattr(cascade, "detect", None), getattr(cascade, "classify", None)
+        self.stages = (detect, classify) if callable(detect) and callable(classify) else None
+        self.detected: queue.Queue[Any] = queue.Queue(maxsize=2)
         self.perf = perf or PerfMeter([s.uri for s in self.sources], interval_s=0)
         self.stop_event = threading.Event()
         self.errors: list[BaseException] = []
@@ -178,36 +185,59 @@ class CascadeApp:
             self.mux.put(source.source_id, _END)
 
     def _infer(self) -> None:
+        """The cascade and trackers in one thread (a cascade without stages)."""
         try:
             while (batch := self.mux.next_batch()) is not None:
-                if not batch:
-                    continue
-                for frame, hands in zip(batch, self.cascade([f.image for f in batch])):
-                    tracker = self.trackers.get(frame.source_id)
-                    if tracker is not None:
-                        hands = tracker.update(hands)
-                    self._emit((frame, hands))
+                if batch:
+                    self._track(batch, self.cascade([f.image for f in batch]))
         finally:
-            self._emit(_END)
+            self._put(self.results, _END)
 
-    def _emit(self, item: Any) -> None:
+    def _primary(self, detect: Callable[[list[Any]], list[Any]]) -> None:
+        """The detector stage of a staged cascade."""
+        try:
+            while (batch := self.mux.next_batch()) is not None:
+                if batch:
+                    self._put(self.detected, (batch, detect([f.image for f in batch])))
+        finally:
+            self._put(self.detected, _END)
+
+    def _secondary(self, classify: Callable[[list[Any], list[Any]], list[list[HandPrediction]]]) -> None:
+        """The classifier stage of a staged cascade, then the trackers."""
+        try:
+            while (item := self._take(self.detected)) is not _END:
+                batch, detections = item
+                self._track(batch, classify([f.image for f in batch], detections))
+        finally:
+            self._put(self.results, _END)
+
+    def _track(self, batch: list[Frame], predictions: list[list[HandPrediction]]) -> None:
+        for frame, hands in zip(batch, predictions):
+            tracker = self.trackers.get(frame.source_id)
+            if tracker is not None:
+                hands = tracker.update(hands)
+            self._put(self.results, (frame, hands))
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        """Queue ``item``, waiting for room unless the app is stopping."""
         while not self.stop_event.is_set():
             try:
-                self.results.put(item, timeout=0.1)
+                q.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
 
-    def _write(self) -> None:
+    def _take(self, q: queue.Queue[Any]) -> Any:
+        """The next item of ``q``; the end marker once the app is stopping and ``q`` is empty."""
         while True:
             try:
-                item = self.results.get(timeout=0.1)
+                return q.get(timeout=0.1)
             except queue.Empty:
                 if self.stop_event.is_set():
-                    return
-                continue
-            if item is _END:
-                return
+                    return _END
+
+    def _write(self) -> None:
+        while (item := self._take(self.results)) is not _END:
             frame, hands = item
             self.perf.tick(frame.source_id)
             fps = self.perf.fps(frame.source_id)
@@ -224,7 +254,12 @@ class CascadeApp:
                              daemon=True)
             for s in self.sources
         ]
-        threads.append(threading.Thread(target=self._guard(self._infer), name="infer", daemon=True))
+        if self.stages is not None:
+            detect, classify = self.stages
+            stages = [("primary", lambda: self._primary(detect)), ("secondary", lambda: self._secondary(classify))]
+        else:
+            stages = [("infer", self._infer)]
+        threads += [threading.Thread(target=self._guard(body), name=name, daemon=True) for name, body in stages]
         writer = threading.Thread(target=self._guard(self._write), name="sinks", daemon=True)
         threads.append(writer)
         try:

@@ -59,6 +59,9 @@ def crop_box(
 class Cascade:
     """Detector, then classifier on widened crops; one classifier call per batch of frames.
 
+    The two stages are also callable apart (:meth:`detect`, :meth:`classify`) so that the app
+    runs them in two threads, the detector on the next batch while the classifier finishes this one.
+
     Args:
         detector: ``frames -> per-frame detections`` (each with ``bbox`` and ``score``).
         classifier: ``crops -> [(label, probability)]`` with a ``crop`` convention, or ``None``
@@ -84,7 +87,7 @@ class Cascade:
         self.crop = crop_convention(getattr(classifier, "crop", None), margin_px)
 
     def __call__(self, frames: list[np.ndarray]) -> list[list[HandPrediction]]:
-        """Run the cascade.
+        """Run the cascade (:meth:`detect`, then :meth:`classify`).
 
         Args:
             frames: ``[H, W, 3]`` uint8 RGB images (sizes may differ).
@@ -92,14 +95,27 @@ class Cascade:
         Returns:
             Per frame, the kept hands in detector order, boxes in pixels of that frame.
         """
+        return self.classify(frames, self.detect(frames))
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[DetectionLike]]:
+        """The primary stage: per frame, the detections scoring at least ``score_threshold``."""
         if not frames:
             return []
-        detections = self.detector(frames)
-        kept = [[d for d in dets if float(d.score) >= self.score_threshold] for dets in detections]
+        return [[d for d in dets if float(d.score) >= self.score_threshold] for dets in self.detector(frames)]
+
+    def classify(self, frames: list[np.ndarray], detections: list[list[DetectionLike]]) -> list[list[HandPrediction]]:
+        """The secondary stage: classify the widened crops of :meth:`detect`'s hands in one batch.
+
+        Args:
+            frames: the frames given to :meth:`detect`; detections: its result.
+
+        Returns:
+            Per frame, its hands in detector order, boxes in pixels of that frame.
+        """
         crops: list[np.ndarray] = []
         owners: list[tuple[int, int]] = []
         if self.classifier is not None:
-            for i, (frame, dets) in enumerate(zip(frames, kept)):
+            for i, (frame, dets) in enumerate(zip(frames, detections)):
                 height, width = frame.shape[:2]
                 for j, det in enumerate(dets):
                     x1, y1, x2, y2 = crop_box(det.bbox, (width, height), self.crop)
@@ -110,7 +126,7 @@ class Cascade:
         if self.classifier is not None and crops:
             gestures = dict(zip(owners, self.classifier(crops)))
         out = []
-        for i, dets in enumerate(kept):
+        for i, dets in enumerate(detections):
             row = []
             for j, det in enumerate(dets):
                 label, prob = gestures.get((i, j), (None, None))

@@ -246,12 +246,13 @@ class PerfMeter:
         self.total = [0] * len(self.uris)
         self.window = [0] * len(self.uris)
         self.recent = [0.0] * len(self.uris)
+        self.last_tick = [self.start] * len(self.uris)
 
     def tick(self, source_id: int) -> None:
         """Count one processed frame of ``source_id``; report when the interval has passed."""
         self.total[source_id] += 1
         self.window[source_id] += 1
-        now = self.clock()
+        now = self.last_tick[source_id] = self.clock()
         if self.interval_s > 0 and now - self.last_report >= self.interval_s:
             self.report(now)
 
@@ -263,7 +264,9 @@ class PerfMeter:
         return self.total[source_id] / elapsed if elapsed > 0 else 0.0
 
     def average(self, source_id: int) -> float:
-        elapsed = self.clock() - self.start
+        """Frames per second from the start to the source's last frame, so that a source that
+        ended early is not diluted by the time the others ran on."""
+        elapsed = self.last_tick[source_id] - self.start
         return self.total[source_id] / elapsed if elapsed > 0 else 0.0
 
     def report(self, now: float) -> None:

@@ -53,6 +53,10 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: in the cascade app they share the cores
+        # with a second session, the decoder and Python, and spinning there burns the CPU they need
+        # (asl_hand.25fps.mp4 on 2 cores: 87 ms of CPU a frame and 23 FPS spinning, 33 ms and 49 FPS not).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
 

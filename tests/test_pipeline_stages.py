@@ -1,0 +1,115 @@
+"""Throughput fixes of the cascade app: detector and classifier stages in two threads, per-source
+average FPS, copy-free frame tensors and an ONNX Runtime session that does not spin."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from gesturekit.models.zoo import ONNX, zoo_names, zoo_path
+from gesturekit.pipeline.app import CascadeApp
+from gesturekit.pipeline.cascade import Cascade
+from gesturekit.pipeline.predictions import read_predictions
+from gesturekit.pipeline.sinks import JsonSink, PerfMeter
+from gesturekit.pipeline.sources import open_source
+from gesturekit.pipeline.tracker import IoUTracker
+from gesturekit.runtime.detector import frame_tensor
+from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from test_pipeline_fakes import BrightnessClassifier, SquareDetector, write_video
+
+
+class ThreadRecorder:
+    """Wraps a model and records the name of every thread that calls it."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.threads: set[str] = set()
+        self.crop = getattr(model, "crop", None)
+
+    def __call__(self, items: list[np.ndarray]) -> list:
+        self.threads.add(threading.current_thread().name)
+        return self.model(items)  # type: ignore[operator]
+
+
+def run(videos: list[Path], cascade: object, out: Path) -> None:
+    sources = [open_source(str(v), i) for i, v in enumerate(videos)]
+    sinks = [[JsonSink(out.with_name(f"{out.stem}.{i}.jsonl"), str(v))] for i, v in enumerate(videos)]
+    CascadeApp(sources, cascade, sinks, tracker=IoUTracker).run()  # type: ignore[arg-type]
+
+
+def test_staged_cascade_runs_in_two_threads_with_the_single_thread_output(tmp_path: Path) -> None:
+    videos = [write_video(tmp_path / "a.mp4", 14), write_video(tmp_path / "b.mp4", 9, 96, 64)]
+    detector, classifier = ThreadRecorder(SquareDetector()), ThreadRecorder(BrightnessClassifier())
+    staged = Cascade(detector, classifier, min_crop_size=4)
+    run(videos, staged, tmp_path / "staged.jsonl")
+    assert detector.threads == {"primary"} and classifier.threads == {"secondary"}
+
+    run(videos, lambda frames: staged(frames), tmp_path / "single.jsonl")
+    assert detector.threads == {"primary", "infer"}
+    for i, n in enumerate([14, 9]):
+        lines = read_predictions(tmp_path / f"staged.{i}.jsonl")
+        assert [r["frame"] for r in lines] == list(range(n))
+        assert all(r["detections"][0]["gesture"] == "stop" for r in lines)
+        assert lines == read_predictions(tmp_path / f"single.{i}.jsonl")
+
+
+def test_a_failing_classifier_stage_raises_and_still_closes_outputs(tmp_path: Path) -> None:
+    calls = {"n": 0}
+    inner = BrightnessClassifier()
+
+    def classify(crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("classifier exploded")
+        return inner(crops)
+
+    classify.crop = inner.crop  # type: ignore[attr-defined]
+    video = write_video(tmp_path / "a.mp4", 12)
+    app = CascadeApp([open_source(str(video))], Cascade(SquareDetector(), classify, min_crop_size=4),
+                     [[JsonSink(tmp_path / "p.jsonl", str(video))]], tracker=IoUTracker)
+    with pytest.raises(RuntimeError, match="classifier exploded"):
+        app.run()
+    assert [r["frame"] for r in read_predictions(tmp_path / "p.jsonl")] == [0, 1, 2]
+
+
+def test_average_fps_of_a_source_ends_at_its_last_frame() -> None:
+    now = [0.0]
+    meter = PerfMeter(["short", "long"], interval_s=0, clock=lambda: now[0])
+    for i in range(1, 41):
+        now[0] = i / 20
+        meter.tick(1)
+        if i <= 10:
+            meter.tick(0)
+    assert meter.average(0) == pytest.approx(10 / 0.5)  # not 10 frames over the long source's 2 s
+    assert meter.average(1) == pytest.approx(40 / 2.0)
+
+
+def test_frame_tensor_is_a_view_and_resizes_bit_identically_to_a_contiguous_copy() -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (123, 77, 3), dtype=np.uint8)
+    view = frame_tensor(frame)
+    assert view.shape == (3, 123, 77) and view.data_ptr() == frame.ctypes.data
+    for height, width, size in [(123, 77, (50, 31)), (40, 90, (160, 160)), (300, 200, (448, 288))]:
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)[1:, 2:]  # a strided crop
+        contiguous = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C"))
+        assert torch.equal(F.resize(frame_tensor(image), list(size), antialias=True),
+                           F.resize(contiguous, list(size), antialias=True))
+    read_only = np.asarray(frame)
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(frame_tensor(read_only), view)
+
+
+@pytest.mark.skipif("hand-detector" not in zoo_names(), reason="zoo hand-detector absent")
+def test_onnxruntime_threads_do_not_spin() -> None:
+    backend = OnnxRuntimeBackend(zoo_path("hand-detector") / ONNX, threads=2)
+    options = backend.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
