@@ -173,9 +173,12 @@ def app_config(sources: Sequence[str], json_path: Path) -> AppConfig:
 class Gesturekit:
     """The cascade's models, loaded once, run through ``run_app`` (the ``gesturekit infer`` path)."""
 
-    def __init__(self, score_threshold: float | None = None) -> None:
-        overrides = {} if score_threshold is None else {"primary": {"score_threshold": score_threshold}}
-        self.config = AppConfig.model_validate(overrides)
+    def __init__(self, score_threshold: float | None = None, detector: str = "hand-detector",
+                 classifier: str = "gesture-classifier") -> None:
+        primary: dict = {"detector": detector}
+        if score_threshold is not None:
+            primary["score_threshold"] = score_threshold
+        self.config = AppConfig.model_validate({"primary": primary, "secondary": {"classifier": classifier}})
         self.detector, self.classifier = load_models(self.config)
 
     def cascade(self) -> Cascade:
@@ -346,7 +349,8 @@ def accuracy(dataset: Path, split: str, args: argparse.Namespace, work: Path, gk
         (folder / ann.image.name).symlink_to(ann.image.resolve())
     log = gk.run([str(folder)], work / "hagrid.jsonl")
     preds = {r["image"]: r["detections"] for r in read_predictions(work / "hagrid.jsonl")}
-    low = Gesturekit(score_threshold=min(SWEEP_THRESHOLDS))
+    low = Gesturekit(score_threshold=min(SWEEP_THRESHOLDS), detector=gk.config.primary.detector,
+                     classifier=gk.config.secondary.classifier)
     low.run([str(folder)], work / "hagrid_low.jsonl")
     preds_low = {r["image"]: r["detections"] for r in read_predictions(work / "hagrid_low.jsonl")}
 
@@ -506,6 +510,8 @@ def main() -> None:
     parser.add_argument("--mp-task", type=Path, default=PEERS / "gesture_recognizer.task")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "gesturekit-bench")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--detector", default="hand-detector", help="zoo name or model file of the detector")
+    parser.add_argument("--classifier", default="gesture-classifier", help="zoo name or model file of the classifier")
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--max-foreign-cpu", type=float, default=1.0,
                         help="CPU seconds other processes may use during a timed run before it is repeated")
@@ -514,7 +520,7 @@ def main() -> None:
     args = parser.parse_args()
 
     videos = {"620x1080": args.video, "640x480": letterboxed_copy(args.video, args.cache_dir)}
-    gk = Gesturekit()
+    gk = Gesturekit(detector=args.detector, classifier=args.classifier)
     with tempfile.TemporaryDirectory(prefix="gk-bench-") as tmp:
         work = Path(tmp)
         result: dict[str, Any] = {"throughput": throughput(gk, videos, args, work)}
