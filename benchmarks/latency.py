@@ -1,5 +1,7 @@
 """CPU latency of the shipped models through ONNX Runtime (batch 1, 2 threads by default).
 
+Each model runs alone, called back to back, so its ONNX Runtime threads may spin between calls
+(``OnnxRuntimeBackend(spin=True)``; the cascade app keeps them from spinning, see runtime/).
 Detector: a real 640x480 frame (an EgoHands test frame resized), timed as the model alone
 (``session.run`` on the letterboxed input) and end to end (letterbox + run + decode + NMS, the
 ``HandDetector`` call). Classifier: one real 160x160 hand crop, model alone and end to end.
@@ -23,9 +25,10 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from gesturekit.runtime.classifier import preprocess_crop
-from gesturekit.runtime.detector import preprocess_frame
-from gesturekit.runtime.loading import load_classifier, load_detector
+from gesturekit.runtime.classifier import GestureClassifier, preprocess_crop
+from gesturekit.runtime.detector import HandDetector, preprocess_frame
+from gesturekit.runtime.loading import resolve_model_file
+from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
 DATA = Path(os.environ.get("GESTUREKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -60,7 +63,10 @@ def main() -> None:
 
     frame_path = DATA / "egohands" / "images" / "CARDS_LIVINGROOM_B_T_frame_0032.jpg"
     frame = np.asarray(Image.open(frame_path).convert("RGB").resize((640, 480)))
-    detector = load_detector(args.detector, threads=args.threads)
+    def backend(name: str) -> OnnxRuntimeBackend:
+        return OnnxRuntimeBackend(resolve_model_file(name, "onnxruntime"), threads=args.threads, spin=True)
+
+    detector = HandDetector(backend(args.detector))
     det_input, _ = preprocess_frame(frame, detector.input_size)
     det_batch = det_input[None]
     session: ort.InferenceSession = detector.backend.session
@@ -68,7 +74,7 @@ def main() -> None:
     det_e2e = timed(lambda: detector([frame]), args.runs)
     hands = detector([frame])[0]
 
-    classifier = load_classifier(args.classifier, threads=args.threads)
+    classifier = GestureClassifier(backend(args.classifier))
     crop = classifier.crop_region(frame, hands[0].bbox) if hands else frame[100:260, 200:360]
     cls_input = preprocess_crop(crop, classifier.input_size)[None]
     cls_session: ort.InferenceSession = classifier.backend.session
@@ -76,7 +82,7 @@ def main() -> None:
     cls_e2e = timed(lambda: classifier([crop]), args.runs)
 
     result = {
-        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads, "onnxruntime": ort.__version__,
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads, "spin": True, "onnxruntime": ort.__version__,
         "detector": {"model": args.detector, "frame": "640x480", "input": list(det_batch.shape),
                      "model_only": det_model, "end_to_end": det_e2e, "target_median_ms": 15.0},
         "classifier": {"model": args.classifier, "input": list(cls_input.shape),

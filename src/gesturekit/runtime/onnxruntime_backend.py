@@ -30,6 +30,7 @@ class OnnxRuntimeBackend:
         threads: intra-op threads (default ``min(cpu_count, 8)``).
         providers: execution providers (default CPU only): names or ``(name, options)``, e.g.
             ``[("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]``.
+        spin: let idle worker threads spin (lower latency for a lone model, worse in a pipeline).
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class OnnxRuntimeBackend:
         path: str | Path,
         threads: int | None = None,
         providers: Sequence[str | tuple[str, dict[str, Any]]] | None = None,
+        spin: bool = False,
     ) -> None:
         self.path = Path(path)
         self.metadata = read_onnx_metadata(self.path)
@@ -53,10 +55,11 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
-        # Idle intra-op threads sleep instead of spinning: in the cascade app they share the cores
-        # with a second session, the decoder and Python, and spinning there burns the CPU they need
-        # (asl_hand.25fps.mp4 on 2 cores: 87 ms of CPU a frame and 23 FPS spinning, 33 ms and 49 FPS not).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # By default idle intra-op threads sleep instead of spinning: in the cascade app they share
+        # the cores with a second session, the decoder and Python, and spinning there burns the CPU
+        # they need (asl_hand.25fps.mp4 on 2 cores: 87 ms of CPU a frame and 23 FPS spinning, 33 ms
+        # and 49 FPS not). ``spin=True`` suits one model called back to back (lowest latency).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
