@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from gesturekit.models.zoo import ONNX, zoo_names, zoo_path
+from gesturekit.models.zoo import ONNX, zoo_path
 from gesturekit.pipeline.app import CascadeApp
 from gesturekit.pipeline.cascade import Cascade
 from gesturekit.pipeline.predictions import read_predictions
@@ -107,9 +107,10 @@ def test_frame_tensor_is_a_view_and_resizes_bit_identically_to_a_contiguous_copy
         assert torch.equal(frame_tensor(read_only), view)
 
 
-@pytest.mark.skipif("hand-detector" not in zoo_names(), reason="zoo hand-detector absent")
-def test_onnxruntime_threads_do_not_spin() -> None:
+def test_onnxruntime_threads_spin_only_when_asked() -> None:
     backend = OnnxRuntimeBackend(zoo_path("hand-detector") / ONNX, threads=2)
     options = backend.session.get_session_options()
     assert options.intra_op_num_threads == 2
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = OnnxRuntimeBackend(zoo_path("hand-detector") / ONNX, threads=2, spin=True)
+    assert spinning.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
