@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gesturekit.cli import export as export_cli
+from gesturekit.export import command as export_command
 from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import check_parity, export_onnx
 from gesturekit.models import create_model
@@ -167,9 +168,9 @@ def test_export_command(tmp_path, data_root) -> None:
     result = runner.invoke(app, [str(ckpt.parent), "-o", str(out), "--tolerance", "0"])
     assert "random inputs only" in result.output
     assert isinstance(result.exception, GesturekitError) and "parity check failed: probs" in str(result.exception)
-    batches, described = export_cli.parity_inputs(model.metadata, None, 8)
+    batches, described = export_command.parity_inputs(model.metadata, None, 8)
     assert [b.shape for b in batches] == [(2, 3, 64, 64)] and "random" in described
-    batches, _ = export_cli.parity_inputs(tiny_detector().metadata, None, 8)
+    batches, _ = export_command.parity_inputs(tiny_detector().metadata, None, 8)
     assert [b.shape for b in batches] == [(2, 3, 128, 160)]
     with pytest.raises(GesturekitError, match="not a file, a directory or a zoo model"):
         export_cli.export("no-such-model", tmp_path / "z.onnx")

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import kitti_line, make_image, write_kitti
 from gesturekit.cli import export as export_cli
+from gesturekit.export import command as export_command
 from gesturekit.errors import GesturekitError
 from gesturekit.export.calibration import CalibrationItem, calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
@@ -196,7 +197,7 @@ def test_export_command_fp16_parity_on_images(cli, kitti, tmp_path) -> None:
 
 def test_export_engine_without_tensorrt_says_so(cli, tmp_path, monkeypatch) -> None:
     runner, app, ckpt = cli
-    monkeypatch.setattr(export_cli, "tensorrt_available", lambda: False)
+    monkeypatch.setattr(export_command, "tensorrt_available", lambda: False)
     out = tmp_path / "det.onnx"
     result = runner.invoke(app, [str(ckpt), "-o", str(out), "--engine"])
     assert result.exit_code == 2

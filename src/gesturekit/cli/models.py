@@ -9,7 +9,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from gesturekit.io import atomic_write_text
-from gesturekit.models.zoo import list_zoo, model_card
 
 app = typer.Typer(
     help=(
@@ -23,6 +22,8 @@ app = typer.Typer(
 @app.command("list")
 def list_models() -> None:
     """Print the zoo models: task, architecture, input size, classes and main evaluation metric."""
+    from gesturekit.models.zoo import list_zoo  # lazy: keeps `gesturekit --help` free of torch
+
     entries = list_zoo()
     console = Console(highlight=False, soft_wrap=True)
     if not entries:
@@ -44,6 +45,8 @@ def card(
                                                    "instead of printing it.", show_default=False)] = None,
 ) -> None:
     """Print the model card of a zoo model (markdown, generated from its files)."""
+    from gesturekit.models.zoo import model_card
+
     text = model_card(name)
     if output is None:
         typer.echo(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,16 +13,11 @@ from rich.table import Column, Table
 
 from gesturekit.data.classmap import PRESETS, ClassMap, build_class_map
 from gesturekit.data.convert import FORMATS, read_source
-from gesturekit.data.pack import (
-    CropSource,
-    PackSummary,
-    build_classification_pack,
-    build_detection_pack,
-    class_folder_sources,
-    frame_sources,
-)
 from gesturekit.data.records import ImageAnnotation
 from gesturekit.errors import GesturekitError
+
+if TYPE_CHECKING:
+    from gesturekit.data.pack import CropSource, PackSummary
 
 FOLDERS = "folders"
 HELP = (
@@ -143,6 +138,8 @@ def pack(
     workers: Annotated[int, typer.Option(help="Processes that resize and encode images.")] = 2,
 ) -> None:
     """Pack images, boxes and splits into one .gkpack file (help text: ``HELP``)."""
+    from gesturekit.data.pack import build_classification_pack, build_detection_pack  # lazy: torch
+
     if out.suffix != ".gkpack":
         raise GesturekitError(f"{out}: the output must end with .gkpack")
     wanted = [s.strip() for s in splits.split(",") if s.strip()] if splits else None
@@ -191,6 +188,8 @@ def _crop_sources(
     max_per_class: int | None,
     seed: int,
 ) -> list[CropSource]:
+    from gesturekit.data.pack import class_folder_sources, frame_sources
+
     crops: list[CropSource] = []
     for src in sources:
         src_fmt = _source_format(src, fmt)

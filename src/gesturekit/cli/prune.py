@@ -1,19 +1,21 @@
 """``gesturekit prune``: structured channel pruning of a trained detector or classifier (TAO ``prune``),
 or, with ``--target-drop``, a search for the largest threshold that stays within an accuracy budget."""
 
+from __future__ import annotations
+
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gesturekit.engine.checkpoint import load_checkpoint
 from gesturekit.errors import GesturekitError
-from gesturekit.optimize.prune import PruneReport, model_from_state, prune_model, save_pruned_checkpoint
-from gesturekit.optimize.search import SearchResult
+
+if TYPE_CHECKING:  # the heavy modules (torch, torch-pruning) load when a command runs
+    from gesturekit.optimize.prune import PruneReport
+    from gesturekit.optimize.search import SearchResult
 
 
 class EqualizationChoice(str, Enum):
@@ -78,6 +80,7 @@ def _search(model: Path, output: Path, spec_path: Path, target_drop: float, thre
             granularity: int, device: str | None) -> None:
     from gesturekit.config.base import load_spec
     from gesturekit.config.specs import ClassifierSpec, DetectorSpec
+    from gesturekit.engine.checkpoint import load_checkpoint
     from gesturekit.optimize.search import save_chosen, search_threshold, spec_metric
 
     task = (load_checkpoint(model).get("metadata") or {}).get("task")
@@ -158,6 +161,11 @@ def prune(
         _search(model, output, spec, target_drop, thresholds, retrain_epochs, work_dir, equalization.value,
                 criterion.value, min_channels, granularity, device)
         return
+    import torch
+
+    from gesturekit.engine.checkpoint import load_checkpoint
+    from gesturekit.optimize.prune import model_from_state, prune_model, save_pruned_checkpoint
+
     state = load_checkpoint(model)
     net = model_from_state(state, str(model))
     size = input_size or net.metadata.get("input_size")
