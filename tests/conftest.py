@@ -100,3 +100,16 @@ def write_egohands_release(
                   "activity_id", "labelled_frames")
         scipy.io.savemat(root / "metadata.mat", {"video": _struct_array(meta_rows, fields)})
     return root
+
+
+def random_detector(input_size: int = 64):
+    """A seeded, randomly initialised one-class detector with metadata (train mode)."""
+    import torch
+
+    from gesturekit.models import create_model
+    from gesturekit.models.metadata import detector_metadata
+
+    torch.manual_seed(0)
+    model = create_model("detectnet_v2", num_classes=1, pretrained=False)
+    model.metadata = detector_metadata("detectnet_v2", {"num_classes": 1}, ["hand"], input_size, {})
+    return model

@@ -11,11 +11,13 @@ import typer
 from torch import nn
 from typer.testing import CliRunner
 
+from conftest import random_detector
+
 from gesturekit.cli.prune import prune as prune_command
 from gesturekit.engine.checkpoint import save_checkpoint
 from gesturekit.errors import GesturekitError
 from gesturekit.models import create_model
-from gesturekit.models.metadata import classifier_metadata, detector_metadata
+from gesturekit.models.metadata import classifier_metadata
 from gesturekit.optimize.prune import (
     equalize,
     kept_count,
@@ -31,10 +33,7 @@ SIZE = 64
 
 
 def _detector() -> nn.Module:
-    torch.manual_seed(0)
-    model = create_model("detectnet_v2", num_classes=1, pretrained=False)
-    model.metadata = detector_metadata("detectnet_v2", {"num_classes": 1}, ["hand"], SIZE, {})
-    return model.eval()
+    return random_detector(SIZE).eval()
 
 
 class TwoBranches(nn.Module):

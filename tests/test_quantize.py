@@ -12,10 +12,12 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from conftest import random_detector
+
 from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import export_onnx
 from gesturekit.models import create_model
-from gesturekit.models.metadata import ONNX_KEY, classifier_metadata, detector_metadata
+from gesturekit.models.metadata import ONNX_KEY, classifier_metadata
 from gesturekit.optimize.quantize import (
     ActivationQuantizer,
     QuantConv2d,
@@ -31,10 +33,7 @@ SIZE = 64
 
 
 def _detector() -> nn.Module:
-    torch.manual_seed(0)
-    model = create_model("detectnet_v2", num_classes=1, pretrained=False)
-    model.metadata = detector_metadata("detectnet_v2", {"num_classes": 1}, ["hand"], SIZE, {})
-    return model
+    return random_detector(SIZE)
 
 
 def _observe(model: nn.Module, batches: int = 2) -> nn.Module:

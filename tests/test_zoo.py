@@ -114,3 +114,25 @@ def test_models_cli(zoo_at, tmp_path) -> None:
     assert result.exit_code == 0 and out.read_text() == zoo.model_card("hand-detector") + "\n"
     result = runner.invoke(app, ["card", "nope"])
     assert isinstance(result.exception, GesturekitError)
+
+
+def test_package_turns_a_run_into_a_zoo_entry(tmp_path) -> None:
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from conftest import random_detector
+    from gesturekit.cli.main import app
+    from gesturekit.engine.checkpoint import save_checkpoint
+    from gesturekit.runtime.loading import load_detector
+
+    model = random_detector(64)
+    save_checkpoint(tmp_path / "run" / "best.pt", {"model": model.state_dict(), "metadata": model.metadata})
+    (tmp_path / "run" / "train_summary.json").write_text('{"epochs": 3, "precision": "bf16"}')
+    result = CliRunner().invoke(app, ["models", "package", str(tmp_path / "run" / "best.pt"),
+                                      "-o", str(tmp_path / "zoo" / "tiny")])
+    assert result.exit_code == 0, result.output
+    entry = tmp_path / "zoo" / "tiny"
+    assert {p.name for p in entry.iterdir()} == {"model.pt", "model.onnx", "train_summary.json"}
+    detector = load_detector(entry / "model.onnx")
+    assert detector.metadata["training"]["epochs"] == 3
+    assert len(detector([np.zeros((48, 64, 3), np.uint8)])) == 1

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-FP32_TOLERANCE = 1e-3  # the default of export.command.run_export (kept here for the help text)
+from gesturekit.export import FP32_TOLERANCE
+
 
 
 class ExportPrecision(str, Enum):

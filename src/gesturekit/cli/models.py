@@ -53,3 +53,25 @@ def card(
     else:
         atomic_write_text(output, text + "\n")
         typer.echo(f"wrote {output}")
+
+
+@app.command()
+def package(
+    checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint (results/best.pt or last.pt).",
+                                               show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The zoo directory to write "
+                                         "(e.g. src/gesturekit/models/zoo/my-detector).", show_default=False)],
+    spec: Annotated[Optional[Path], typer.Option("--spec", "-e", help="The training spec, copied as spec.yaml.",
+                                                 show_default=False)] = None,
+    summary: Annotated[Optional[Path], typer.Option(help="train_summary.json of the run (default: next to the "
+                                                    "checkpoint, when there).", show_default=False)] = None,
+) -> None:
+    """Turn a training run into a zoo entry: model.pt (weights + metadata, FP16), model.onnx, spec, summary."""
+    import json
+
+    from gesturekit.export.package import package_model
+
+    summary = summary or checkpoint.with_name("train_summary.json")
+    training = json.loads(summary.read_text()) if summary.is_file() else None
+    parity = package_model(checkpoint, output, spec, training)
+    typer.echo(f"wrote {output} (ONNX parity: " + ", ".join(f"{k} {v:.2g}" for k, v in parity.items()) + ")")

@@ -16,6 +16,7 @@ from rich.table import Table
 from torch import nn
 
 from gesturekit.errors import GesturekitError
+from gesturekit.export import FP32_TOLERANCE
 from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
@@ -29,7 +30,6 @@ from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-FP32_TOLERANCE = 1e-3
 
 
 def _read_rgb(path: Path) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,3 @@ def package_model(checkpoint: Path, out_dir: Path, spec: Path | None = None,
     if summary is not None:
         atomic_write_json(out_dir / SUMMARY, summary)
     return check_parity(model, out_dir / ONNX, example)
-
-
-def read_summary(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

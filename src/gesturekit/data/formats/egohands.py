@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from gesturekit.data.formats.kitti import check_box, image_size, is_image, read_text
+from gesturekit.data.formats.kitti import check_box, image_size, is_image, parse_number, read_text
 from gesturekit.data.records import Box, ImageAnnotation
 from gesturekit.errors import GesturekitError
 
@@ -161,16 +161,6 @@ def read_egohands(root: str | Path) -> tuple[list[ImageAnnotation], int]:
 # ---------------------------------------------------------------- CSV form
 
 
-def _csv_number(value: str, where: str, column: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise GesturekitError(f"{where}: {column} is not a number: {value!r}") from None
-    if not np.isfinite(number):
-        raise GesturekitError(f"{where}: {column} is not finite: {value!r}")
-    return number
-
-
 def egohands_group(filename: str) -> str | None:
     """The video of a CSV image name (``CARDS_OFFICE_S_B_frame_0011.jpg`` -> ``CARDS_OFFICE_S_B``)."""
     stem = Path(filename).stem
@@ -192,7 +182,7 @@ def _read_csv(path: Path, images_dir: Path, owner: dict[str, Path]) -> list[Imag
                 raise GesturekitError(f"{where}: expected {len(CSV_HEADER)} columns, got {len(row)}")
             name, label = row[0].strip(), row[3].strip()
             width, height, x1, y1, x2, y2 = (
-                _csv_number(row[k], where, CSV_HEADER[k]) for k in (1, 2, 4, 5, 6, 7)
+                parse_number(row[k], where, CSV_HEADER[k]) for k in (1, 2, 4, 5, 6, 7)
             )
             box = check_box(label, x1, y1, x2, y2, where)
             ann = by_image.get(name)

@@ -161,7 +161,8 @@ def staged_output(out_dir: Path, entries: Sequence[str], overwrite: bool) -> Ite
 # ---------------------------------------------------------------- label lines
 
 
-def _number(token: str, where: str, field: str) -> float:
+def parse_number(token: str, where: str, field: str) -> float:
+    """A finite float from a text field, or a GesturekitError naming ``where`` and ``field``."""
     try:
         value = float(token)
     except ValueError:
@@ -199,7 +200,7 @@ def parse_kitti_line(line: str, where: str) -> Box:
         raise GesturekitError(f"{where}: expected {KITTI_FIELDS} fields, got {len(fields)}")
     names = ("truncation", "occlusion", "alpha", "x1", "y1", "x2", "y2", "height", "width",
              "length", "x", "y", "z", "rotation_y")
-    values = [_number(tok, where, name) for tok, name in zip(fields[1:], names)]
+    values = [parse_number(tok, where, name) for tok, name in zip(fields[1:], names)]
     return check_box(fields[0], *values[3:7], where)
 
 

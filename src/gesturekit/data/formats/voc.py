@@ -7,7 +7,6 @@ are absent; annotations listed by no split file form the split ``unlisted`` (nev
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from gesturekit.data.formats.kitti import (
     image_size,
     label_lines,
     link_or_copy,
+    parse_number,
     staged_output,
     unique_image_names,
 )
@@ -48,13 +48,7 @@ def _number(element: ET.Element, tag: str, where: str) -> float:
     text = element.findtext(tag)
     if text is None:
         raise GesturekitError(f"{where}: missing <{tag}>")
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise GesturekitError(f"{where}: <{tag}> is not a number: {text.strip()!r}") from None
-    if not math.isfinite(value):
-        raise GesturekitError(f"{where}: <{tag}> is not finite: {text.strip()!r}")
-    return value
+    return parse_number(text.strip(), where, f"<{tag}>")
 
 
 def _image_path(path: Path, filename: str | None, images_dir: Path) -> Path:

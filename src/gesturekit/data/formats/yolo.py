@@ -8,7 +8,6 @@ image is an error. The writer produces the Roboflow layout and ``data.yaml``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gesturekit.data.formats.kitti import (
     check_split_name,
     format_number,
     is_image,
+    parse_number,
     image_size,
     label_lines,
     link_or_copy,
@@ -68,15 +68,7 @@ def parse_yolo_line(line: str, where: str, num_classes: int) -> tuple[int, float
     fields = line.split()
     if len(fields) != len(YOLO_FIELDS):
         raise GesturekitError(f"{where}: expected 5 fields (class cx cy w h), got {len(fields)}")
-    values = []
-    for token, name in zip(fields, YOLO_FIELDS):
-        try:
-            value = float(token)
-        except ValueError:
-            raise GesturekitError(f"{where}: {name} is not a number: {token!r}") from None
-        if not math.isfinite(value):
-            raise GesturekitError(f"{where}: {name} is not finite: {token!r}")
-        values.append(value)
+    values = [parse_number(token, where, name) for token, name in zip(fields, YOLO_FIELDS)]
     cls, cx, cy, w, h = values
     if not cls.is_integer() or not 0 <= cls < num_classes:
         raise GesturekitError(f"{where}: class {fields[0]!r} is not an index 0..{num_classes - 1}")
