@@ -3,8 +3,12 @@
 Batches are pre-augmented once and kept on the device, so the figure is the GPU step (forward,
 loss, backward, optimizer), not JPEG decoding. Run on one GPU, or on several with torchrun:
 
-    python benchmarks/train_throughput.py --pack .pack/det_egohands.gkpack --precisions fp32 bf16 fp16
-    torchrun --nproc_per_node 2 benchmarks/train_throughput.py --pack ... --precisions bf16
+    python benchmarks/train_throughput.py --pack .pack/det_egohands.gkpack --precisions fp32 tf32 bf16 fp16
+    torchrun --nproc_per_node 2 benchmarks/train_throughput.py --pack ... --precisions bf16 --baseline 1GPU.json
+
+``fp32`` is strict FP32 (TF32 tensor cores off); ``tf32`` is FP32 storage with TF32 matmuls and
+convolutions (PyTorch's default for cuDNN convolutions); ``bf16``/``fp16`` are autocast (AMP).
+With ``--baseline`` (a 1-GPU result of the same settings) the record holds the scaling factor.
 
 Writes ``benchmarks/results/train_throughput_<tag>.json`` (or ``--out``).
 """
@@ -46,6 +50,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the dense part (forward_levels; the loss stays eager)")
+    parser.add_argument("--baseline", type=Path, default=None, help="1-GPU JSON to compute scaling against")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -57,15 +64,20 @@ def main() -> None:
     items = [source[i % len(source)] for i in range(args.samples)]
     loader = device_batches(items, args.batch_size, ctx.rank, ctx.world_size, ctx.device)
     results = {}
-    for precision in args.precisions:
+    if args.channels_last:
+        loader = [(images.contiguous(memory_format=torch.channels_last), t) for images, t in loader]
+    for name in args.precisions:
+        precision = "fp32" if name == "tf32" else name
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = name != "fp32"
         model = create_model("detectnet_v2", pretrained=False).to(ctx.device)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
-            loader = [(images.contiguous(memory_format=torch.channels_last), t) for images, t in loader]
+        if args.compile:
+            model.forward_levels = torch.compile(model.forward_levels)
         train = model
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            train = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            train = torch.nn.parallel.DistributedDataParallel(train, device_ids=ids)
         spec = Training(batch_size_per_gpu=args.batch_size, precision=precision)
         optimizer = build_optimizer(model, spec)
         scheduler = build_scheduler(optimizer, spec.learning_rate, args.iterations * 2)
@@ -79,18 +91,22 @@ def main() -> None:
             epoch += 1
         # the first epoch holds cudnn autotuning and allocator warm-up: report the rest
         timed = rates[1:] or rates
-        results[precision] = sum(r["images_per_s"] for r in timed) / len(timed)
+        results[name] = sum(r["images_per_s"] for r in timed) / len(timed)
         if ctx.is_main:
-            print(f"{precision}: {results[precision]:.0f} images/s  (world size {ctx.world_size}, "
+            print(f"{name}: {results[name]:.0f} images/s  (world size {ctx.world_size}, "
                   f"batch {args.batch_size}/GPU, {args.input_size}px)", flush=True)
     if ctx.is_main:
         record = {
             "device": device_name(ctx.device), "world_size": ctx.world_size, "batch_size_per_gpu": args.batch_size,
-            "input_size": args.input_size, "channels_last": args.channels_last, "images_per_s": results,
-            "torch": torch.__version__,
+            "input_size": args.input_size, "channels_last": args.channels_last, "compile": args.compile,
+            "images_per_s": results, "torch": torch.__version__,
         }
         if "fp32" in results:
             record["speedup_vs_fp32"] = {p: r / results["fp32"] for p, r in results.items()}
+        if args.baseline is not None:
+            base = json.loads(args.baseline.read_text())["images_per_s"]
+            record["baseline"] = str(args.baseline)
+            record["scaling_vs_baseline"] = {p: r / base[p] for p, r in results.items() if p in base}
         out = args.out or Path(f"benchmarks/results/train_throughput_{ctx.world_size}gpu.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")

@@ -15,6 +15,9 @@ gesturekit data pack work/egohands -o .pack/gpu/det_egohands.gkpack --splits tra
 gesturekit data pack work/hagrid_hand -o .pack/gpu/det_hagrid_hand.gkpack --splits val --max-size 512 $P
 gesturekit data pack work/hands_yolo -o .pack/gpu/det_hands_yolo.gkpack --splits train,val --max-size 288 --quality 72
 gesturekit data pack work/fingers_yolo -o .pack/gpu/det_fingers_yolo.gkpack --splits train,val --max-size 224 $P
+# tight HaGRID crops of all 13 gestures for the detector's copy-paste augmentation
+gesturekit data pack "$D/hagrid/crops" --kind classification --max-size 72 --max-per-class 500 --holdout 0.15 \
+  --seed 0 --splits train --quality 75 -o .pack/gpu/paste_crops.gkpack
 CROPS="$D/hagrid/crops --kind classification --max-size 96 --class-map-preset hagrid-gesturenet --holdout 0.15 --seed 0"
 gesturekit data pack $CROPS --max-per-class 1100 --splits train --quality 75 -o .pack/gpu/cls_crops.gkpack
 gesturekit data pack $CROPS --splits test --quality 90 -o .pack/cls_crops_test.gkpack   # evaluation only

@@ -105,12 +105,35 @@ class DetectionDataset(StrictModel):
     class_map: dict[str, str] = Field(default_factory=dict)
 
 
+class HandPaste(StrictModel):
+    """Copy-paste augmentation: hand crops pasted onto training frames as extra labelled boxes.
+
+    Teaches the detector hands that the frames lack (other gestures, small idle hands) from a
+    cheap source: tight hand crops, as class folders or a classification pack.
+    """
+
+    sources: Sources = Field(default_factory=list)
+    split: str = "train"
+    label: str = "hand"
+    probability: Fraction = 0.5
+    max_hands: PositiveInt = 2
+    height_range: tuple[PositiveFloat, PositiveFloat] = (0.05, 0.25)
+    feather: Annotated[float, Field(ge=0, le=0.5)] = 0.15
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "HandPaste":
+        if self.height_range[0] > self.height_range[1]:
+            raise ValueError("height_range must be (low, high) with low <= high")
+        return self
+
+
 class DetectionAugmentation(StrictModel):
     input_size: PositiveInt = 384
     hflip_probability: Fraction = 0.5
     scale_range: tuple[PositiveFloat, PositiveFloat] = (0.5, 1.5)
     translate: Fraction = 0.2
     color_jitter: ColorJitter = ColorJitter()
+    paste: HandPaste = HandPaste()
 
 
 class DetectorModel(StrictModel):
@@ -151,10 +174,13 @@ class DetectorSpec(StrictModel):
     class_weights: dict[str, PositiveFloat] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _weights_known(self) -> "DetectorSpec":
+    def _classes_known(self) -> "DetectorSpec":
         unknown = set(self.class_weights) - set(self.dataset.classes)
         if unknown:
             raise ValueError(f"class_weights: unknown class {sorted(unknown)[0]!r}")
+        paste = self.augmentation.paste
+        if paste.sources and paste.label not in self.dataset.classes:
+            raise ValueError(f"augmentation.paste.label: {paste.label!r} is not one of {self.dataset.classes}")
         return self
 
 

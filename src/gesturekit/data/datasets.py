@@ -7,6 +7,7 @@ mapped pack bytes, or one file) and applies the transform.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -127,9 +128,8 @@ def detection_collate(
 class ClassificationDataset(Dataset):
     """Hand crops from class folders or classification packs.
 
-    A class-folder root holds ``<class>/*.jpg`` (tight crops: the hand box is the whole image);
-    if it has a ``<split>/`` folder, that folder's classes are used, otherwise the root is used
-    whole for any split. A pack record carries its crop with context and the hand box in it.
+    Sources are read by ``crop_items``: in a class-folder root a crop is tight (the hand box is the
+    whole image); a pack record carries its crop with context and the hand box in it.
 
     Args:
         sources: class-folder roots or classification ``.gkpack`` files.
@@ -153,36 +153,54 @@ class ClassificationDataset(Dataset):
     ) -> None:
         self.classes = list(classes)
         self.transform = transform
-        self._items: list[tuple[Pack | Path, int, BoxTuple | None]] = []
+        self._items: list[CropItem] = []
         self.targets: list[int] = []
         for source in map(Path, sources):
-            for image, index, box, label in self._read_source(source, split):
-                self._items.append((image, index, box))
-                self.targets.append(_class_index(label, self.classes, class_map or {}, source))
+            for item in crop_items(source, split):
+                self._items.append(item)
+                self.targets.append(_class_index(item.label, self.classes, class_map or {}, source))
         if not self._items:
             raise GesturekitError(f"no images of split {split!r} in {', '.join(map(str, sources))}")
-
-    @staticmethod
-    def _read_source(source: Path, split: str) -> list[tuple[Pack | Path, int, BoxTuple | None, str]]:
-        if source.suffix == ".gkpack":
-            pack, records = _pack_records(source, "classification", split)
-            return [(pack, r.index, r.boxes[0], r.label) for r in records]
-        if not source.is_dir():
-            raise GesturekitError(f"{source}: not a class-folder root or a .gkpack")
-        root = source / split if (source / split).is_dir() else source
-        return [
-            (path, -1, None, folder.name)
-            for folder in sorted(p for p in root.iterdir() if p.is_dir())
-            for path in sorted(folder.iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        ]
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        source, index, box = self._items[i]
-        image = source.image(index) if isinstance(source, Pack) else _read_image(source)
-        if box is None:
-            box = (0.0, 0.0, float(image.shape[-1]), float(image.shape[-2]))
+        image, box = self._items[i].load()
         return self.transform(image, box), self.targets[i]
+
+
+@dataclass(frozen=True, slots=True)
+class CropItem:
+    """One hand crop: a pack record (crop with context and the hand box in it) or a tight crop file."""
+
+    source: Pack | Path
+    index: int
+    box: BoxTuple | None
+    label: str
+
+    def load(self) -> tuple[torch.Tensor, BoxTuple]:
+        """The uint8 image [3, H, W] and the hand box in it (the whole image for a tight crop)."""
+        image = self.source.image(self.index) if isinstance(self.source, Pack) else _read_image(self.source)
+        box = self.box or (0.0, 0.0, float(image.shape[-1]), float(image.shape[-2]))
+        return image, box
+
+
+def crop_items(source: Path, split: str) -> list[CropItem]:
+    """The hand crops of ``split`` in a classification pack or a class-folder root.
+
+    A class-folder root holds ``<class>/*.jpg``; if it has a ``<split>/`` folder, that folder's
+    classes are used, otherwise the root is used whole for any split.
+    """
+    if source.suffix == ".gkpack":
+        pack, records = _pack_records(source, "classification", split)
+        return [CropItem(pack, r.index, r.boxes[0], r.label) for r in records]
+    if not source.is_dir():
+        raise GesturekitError(f"{source}: not a class-folder root or a .gkpack")
+    root = source / split if (source / split).is_dir() else source
+    return [
+        CropItem(path, -1, None, folder.name)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for path in sorted(folder.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]

@@ -98,9 +98,14 @@ class _DetectionEval:
 
 
 class _DetectionTrain:
-    def __init__(self, aug: DetectionAugmentation) -> None:
+    def __init__(self, aug: DetectionAugmentation, classes: Sequence[str]) -> None:
         self.size = aug.input_size
         self.color = _color_jitter(aug.color_jitter)
+        self.paste = None
+        if aug.paste.sources:
+            from gesturekit.data.paste import HandPaster
+
+            self.paste = HandPaster(aug.paste, list(classes).index(aug.paste.label), self.color)
         self.geometry = v2.Compose(
             [
                 v2.RandomAffine(
@@ -125,7 +130,10 @@ class _DetectionTrain:
         image, boxes = self.geometry(image, boxes)
         boxes, labels = _drop_truncated(boxes, target["labels"])
         image, out = self.sanitize(image, {"boxes": boxes, "labels": labels})
-        return _finish(image, out["boxes"], out["labels"])
+        image, boxes, labels = image.as_subclass(torch.Tensor), out["boxes"], out["labels"]
+        if self.paste is not None:
+            image, boxes, labels = self.paste(image, boxes.as_subclass(torch.Tensor), labels)
+        return _finish(image, boxes, labels)
 
 
 def _drop_truncated(
@@ -149,18 +157,20 @@ def _drop_truncated(
     return tv_tensors.wrap(clamped[keep], like=boxes, clamping_mode="soft"), labels[keep]
 
 
-def detection_train_transform(aug: DetectionAugmentation) -> _DetectionTrain:
+def detection_train_transform(aug: DetectionAugmentation, classes: Sequence[str] = ("hand",)) -> _DetectionTrain:
     """Detector training augmentation: ``(image, target) -> (image, target)``.
 
     Letterbox into the ``input_size`` square canvas (colour jitter before the padding), random scale
     (``aug.scale_range``) and translation (``aug.translate`` of the canvas) of the image in it,
     horizontal flip; boxes follow, those mostly pushed off the canvas are dropped with their labels.
+    With ``aug.paste.sources``, hand crops are then pasted in as boxes of class ``aug.paste.label``
+    (an entry of ``classes``; see ``data.paste``).
 
     Input: uint8 image [3, H, W]; target ``boxes`` [N, 4] xyxy pixels, ``labels`` int64 [N].
     Output: float32 image [3, S, S] normalised; target ``boxes`` float32 [M, 4] xyxy in canvas
-    pixels, ``labels`` int64 [M], ``M <= N``.
+    pixels, ``labels`` int64 [M] (``M <= N`` without pasting).
     """
-    return _DetectionTrain(aug)
+    return _DetectionTrain(aug, classes)
 
 
 def detection_eval_transform(input_size: int) -> _DetectionEval:

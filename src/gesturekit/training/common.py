@@ -55,6 +55,7 @@ def train_task(spec: Any, results_dir: Path, device: str | None, dataset_cls: ty
                build: Callable[[Any, bool], nn.Module],
                make_validator: Callable[[Any, Dataset, RuntimeContext], Callable], metric_key: str) -> dict[str, Any]:
     """Datasets from the spec, the model, then the shared engine's ``fit``; returns the summary."""
+    results_dir = Path(results_dir)
     ctx = init_runtime(device, seed=spec.training.seed)
     data, training = spec.dataset, spec.training
     train_sources = source_splits(data.train, data.train_split)

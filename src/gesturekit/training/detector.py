@@ -62,7 +62,7 @@ def detection_validator(spec: DetectorSpec, dataset: Dataset, ctx: RuntimeContex
 def train_detector(spec: DetectorSpec, results_dir: Path, device: str | None = None) -> dict[str, Any]:
     """Train (or resume) the detector; returns the training summary."""
     return common.train_task(
-        spec, results_dir, device, DetectionDataset, detection_train_transform(spec.augmentation),
+        spec, results_dir, device, DetectionDataset, detection_train_transform(spec.augmentation, spec.dataset.classes),
         detection_eval_transform(spec.augmentation.input_size), detection_collate,
         build_detector, detection_validator, "ap50",
     )
