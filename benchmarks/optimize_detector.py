@@ -1,5 +1,5 @@
-"""Optimising the shipped hand detector on CPU: precision (FP32 / FP16 / INT8 PTQ / QAT-style
-export) and channel pruning, side by side, in one run.
+"""Optimising the shipped hand detector on CPU: precision (FP32 / FP16 / INT8 PTQ / INT8 QAT)
+and channel pruning (with the retrained pruned model), side by side, in one run.
 
 Precision variants (all ONNX Runtime on CPU):
 
@@ -7,9 +7,10 @@ Precision variants (all ONNX Runtime on CPU):
 - ``fp16``: ``export.precision.convert_fp16`` of it (a GPU format; on CPU it is not faster).
 - ``int8-ptq``: ``calibrate_int8`` (target onnxruntime: U8S8 QDQ, weights per channel, min-max
   ranges) on training images only: EgoHands train, HaGRID val, hands_yolo train.
-- ``int8-qat-export``: the QAT export path (``prepare_qat`` -> ``export_qat_onnx``, symmetric
-  S8S8 as TensorRT wants) **without QAT fine-tuning**: the fake-quant ranges are observed on the
-  same calibration images, with BatchNorm statistics frozen.
+- ``int8-qat``: with ``--qat CKPT``, the quantization-aware fine-tuned checkpoint
+  (``benchmarks/gpu/hand_detector_qat.yaml``) through ``export_qat_onnx`` (onnxruntime target:
+  U8S8 QDQ). Without it, ``int8-qat-untrained``: the same export path on the float model with the
+  fake-quant ranges observed on the calibration images (BatchNorm statistics frozen).
 
 Latency: median ONNX Runtime ``session.run`` on one 640x480 frame letterboxed as at runtime
 ([1,3,352,448]), batch 1, ``--threads`` intra-op threads, ``--runs`` runs after ``--warmup``;
@@ -21,12 +22,17 @@ HaGRID and hands_yolo.
 
 Pruning: ``prune_model`` (L2 criterion, ``-eq union``) at each ``--thresholds`` value; params,
 MACs (for [1,3,352,448]) and FP32 ONNX size before/after, latency, and AP@0.5 **without
-retraining** (a pruned model must be retrained to recover its accuracy; not done here).
+retraining**; with ``--pruned CKPT`` the retrained pruned checkpoint (``gesturekit prune`` then
+``benchmarks/gpu/hand_detector_pruned.yaml``) is measured the same way: that is the model the
+pruning targets are about.
 
-``--zoo-int8 DIR`` writes the INT8 PTQ model as a zoo entry: ``model.onnx``, ``model.calib.json``,
-``spec.yaml`` (copied) and ``eval.json``.
+The INT8 targets are judged on ``int8-qat`` when ``--qat`` is given, else on ``int8-ptq``.
+``--zoo-int8 DIR`` writes that model as a zoo entry: ``model.onnx``, ``spec.yaml``, ``eval.json``
+and, for PTQ, ``model.calib.json``; for QAT, ``model.pt`` (the QAT checkpoint, so that
+``gesturekit export`` can re-export it).
 
-Usage: python benchmarks/optimize_detector.py [--runs 200] [--zoo-int8 src/gesturekit/models/zoo/hand-detector-int8]
+Usage: python benchmarks/optimize_detector.py [--runs 200] [--qat RUN/best.pt] [--pruned RUN/best.pt]
+                                              [--zoo-int8 src/gesturekit/models/zoo/hand-detector-int8]
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+import yaml
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -57,7 +64,7 @@ from gesturekit.export.onnx import export_onnx
 from gesturekit.export.precision import convert_fp16, default_calibration_cache, quantize_int8, set_metadata
 from gesturekit.io import atomic_write_bytes, atomic_write_json
 from gesturekit.models.zoo import zoo_path
-from gesturekit.optimize.prune import prune_model
+from gesturekit.optimize.prune import model_stats, prune_model
 from gesturekit.optimize.quantize import ActivationQuantizer, export_qat_onnx, prepare_qat
 from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.loading import load_model_from_checkpoint
@@ -91,15 +98,20 @@ def calibration_items(count: int) -> list[CalibrationItem]:
     return [item for (root, split), n in zip(CALIBRATION, share) for item in select_calibration_items([root], split, n)]
 
 
-def qat_style_export(checkpoint: Path, items: list[CalibrationItem], out: Path, size: int) -> Path:
-    """``export_qat_onnx`` of the float model with ranges observed on ``items`` (no fine-tuning)."""
-    model = prepare_qat(load_model_from_checkpoint(checkpoint)).eval()
-    for module in model.modules():
-        if isinstance(module, ActivationQuantizer):
-            module.train()  # observe ranges; BatchNorm stays in eval mode
-    with torch.no_grad():
-        for image in calibration_inputs(items, lambda rgb: preprocess_frame(rgb, size)[0]):
-            model.export_forward(torch.from_numpy(image))
+def qat_export(checkpoint: Path, qat_checkpoint: Path | None, items: list[CalibrationItem], out: Path,
+               size: int) -> Path:
+    """``export_qat_onnx`` of the QAT-trained checkpoint, or (without one) of the float model with
+    ranges observed on ``items`` (no fine-tuning)."""
+    if qat_checkpoint is not None:
+        model = load_model_from_checkpoint(qat_checkpoint)
+    else:
+        model = prepare_qat(load_model_from_checkpoint(checkpoint)).eval()
+        for module in model.modules():
+            if isinstance(module, ActivationQuantizer):
+                module.train()  # observe ranges; BatchNorm stays in eval mode
+        with torch.no_grad():
+            for image in calibration_inputs(items, lambda rgb: preprocess_frame(rgb, size)[0]):
+                model.export_forward(torch.from_numpy(image))
     path = export_qat_onnx(model.eval(), out, torch.zeros(1, 3, size, size))
     proto = onnx.load(str(path))
     set_metadata(proto, {"precision": "int8"})
@@ -207,7 +219,10 @@ def main() -> None:
                         help="seconds to wait, holding the lock, for other processes to go quiet before timing")
     parser.add_argument("--num-calibration", type=int, default=200)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.6, 0.7])
-    parser.add_argument("--zoo-int8", type=Path, default=None, help="write the INT8 PTQ zoo entry here")
+    parser.add_argument("--qat", type=Path, default=None, help="QAT fine-tuned checkpoint of the detector")
+    parser.add_argument("--pruned", type=Path, default=None, help="retrained pruned checkpoint of the detector")
+    parser.add_argument("--zoo-int8", type=Path, default=None,
+                        help="write the INT8 zoo entry here (QAT with --qat, else PTQ)")
     args = parser.parse_args()
     if args.runs < 100:
         parser.error("--runs: at least 100")
@@ -228,8 +243,9 @@ def main() -> None:
         quantize_int8(fp32, int8, calibration_inputs(items, lambda rgb: preprocess_frame(rgb, size)[0]),
                       default_calibration_cache(int8), target="onnxruntime")
         calibration_s = time.perf_counter() - start
+        qat_name = "int8-qat" if args.qat else "int8-qat-untrained"
         variants = {"fp32": fp32, "fp16": convert_fp16(fp32, work / "fp16.onnx"), "int8-ptq": int8,
-                    "int8-qat-export": qat_style_export(checkpoint, items, work / "qat.onnx", size)}
+                    qat_name: qat_export(checkpoint, args.qat, items, work / "qat.onnx", size)}
 
         prune_rows, pruned_paths = [], {}
         for threshold in args.thresholds:
@@ -238,6 +254,17 @@ def main() -> None:
             path = export_onnx(model, work / f"pruned-{threshold:g}.onnx", torch.zeros(batch_shape))
             pruned_paths[f"pruned-{threshold:g}"] = path
             prune_rows.append((threshold, report, path))
+        retrained = None
+        if args.pruned is not None:
+            model = load_model_from_checkpoint(args.pruned)
+            if not model.metadata.get("pruned"):
+                parser.error(f"--pruned {args.pruned}: not a pruned checkpoint")
+            example = torch.zeros(batch_shape)
+            stats = model_stats(model, example), model_stats(load_model_from_checkpoint(checkpoint), example)
+            pruned_paths["pruned-retrained"] = export_onnx(model, work / "pruned-retrained.onnx", example)
+            retrained = {"checkpoint": str(args.pruned), "after": vars(stats[0]), "before": vars(stats[1]),
+                         "training": {k: model.metadata.get("training", {}).get(k) for k in
+                                      ("epochs", "completed_epochs", "global_batch_size", "device", "wall_time_s")}}
 
         console.print("timing (waiting for the benchmark lock)...")
         timing, load = time_variants({**variants, **pruned_paths}, frame, args.threads, args.warmup, args.runs,
@@ -257,8 +284,9 @@ def main() -> None:
         precision["int8-ptq"]["calibration"] = {"images": len(items), "seconds": calibration_s,
                                                 "sources": [f"{r.name}/{s}" for r, s in CALIBRATION],
                                                 "target": "onnxruntime", "method": "minmax", "per_channel": True}
-        precision["int8-qat-export"]["note"] = ("QAT export path without QAT fine-tuning: fake-quant ranges "
-                                                "observed on the calibration images (symmetric S8S8)")
+        precision[qat_name]["note"] = (
+            f"QAT fine-tuned checkpoint {args.qat} (onnxruntime target, U8S8 QDQ)" if args.qat else
+            "QAT export path without QAT fine-tuning: fake-quant ranges observed on the calibration images")
         pruning = {"retrained": False, "equalization": "union", "criterion": "l2", "input_shape": batch_shape,
                    "note": "AP after pruning WITHOUT retraining; the targets are for the retrained model",
                    "thresholds": []}
@@ -273,20 +301,42 @@ def main() -> None:
                                              for d, r in accuracy[name].items()},
             })
 
-        ptq = precision["int8-ptq"]
+        if retrained is not None:
+            name = "pruned-retrained"
+            retrained.update({
+                "reduction_percent": {k: 100.0 * (1 - retrained["after"][k] / retrained["before"][k])
+                                      for k in ("params", "macs", "onnx_bytes")},
+                **timing[name], "speedup_vs_fp32": base_ms / timing[name]["median_ms"], "accuracy": accuracy[name],
+                "ap50_diff_points_vs_fp32": {d: 100 * (r["ap50"] - accuracy["fp32"][d]["ap50"])
+                                             for d, r in accuracy[name].items()},
+            })
+            pruning["retrained_model"] = retrained
+
+        int8_name = "int8-qat" if args.qat else "int8-ptq"
+        chosen = precision[int8_name]
+        prune_targets: dict = {"params_percent": TARGETS["prune_params_percent"],
+                               "macs_percent": TARGETS["prune_macs_percent"],
+                               "size_met_at_thresholds": [t for t, r, _ in prune_rows
+                                                          if r.reduction()["params"] >= TARGETS["prune_params_percent"]
+                                                          and r.reduction()["macs"] >= TARGETS["prune_macs_percent"]]}
+        if retrained is None:
+            prune_targets["ap_after_retraining"] = "not measured (no --pruned checkpoint)"
+        else:
+            drop = max(-d for d in retrained["ap50_diff_points_vs_fp32"].values())
+            red = retrained["reduction_percent"]
+            prune_targets["retrained"] = {
+                "params_percent": red["params"], "macs_percent": red["macs"], "ap_drop_points": drop,
+                "met": red["params"] >= TARGETS["prune_params_percent"] and red["macs"] >= TARGETS["prune_macs_percent"]
+                and drop <= TARGETS["prune_ap_drop_points_after_retraining"]}
         targets = {
-            "int8_speedup": {"target": TARGETS["int8_speedup"], "measured": ptq["speedup_vs_fp32"],
-                             "met": ptq["speedup_vs_fp32"] >= TARGETS["int8_speedup"]},
+            "int8_variant": int8_name,
+            "int8_speedup": {"target": TARGETS["int8_speedup"], "measured": chosen["speedup_vs_fp32"],
+                             "met": chosen["speedup_vs_fp32"] >= TARGETS["int8_speedup"]},
             "int8_ap_drop_points": {"target": TARGETS["int8_ap_drop_points"],
-                                    "measured": max(-d for d in ptq["ap50_diff_points_vs_fp32"].values()),
+                                    "measured": max(-d for d in chosen["ap50_diff_points_vs_fp32"].values()),
                                     "met": all(-d <= TARGETS["int8_ap_drop_points"]
-                                               for d in ptq["ap50_diff_points_vs_fp32"].values())},
-            "pruning": {"params_percent": TARGETS["prune_params_percent"],
-                        "macs_percent": TARGETS["prune_macs_percent"],
-                        "size_met_at_thresholds": [t for t, r, _ in prune_rows
-                                                   if r.reduction()["params"] >= TARGETS["prune_params_percent"]
-                                                   and r.reduction()["macs"] >= TARGETS["prune_macs_percent"]],
-                        "ap_after_retraining": "not measured (no retraining in this run)"},
+                                               for d in chosen["ap50_diff_points_vs_fp32"].values())},
+            "pruning": prune_targets,
         }
         result = {
             "model": args.model, "frame": list(FRAME_SIZE), "input_shape": batch_shape, "threads": args.threads,
@@ -297,28 +347,43 @@ def main() -> None:
         }
         atomic_write_json(args.out, result)
         if args.zoo_int8 is not None:
-            write_zoo_entry(args.zoo_int8, int8, source, ptq, base_ms, args.threads, batch_shape)
+            write_zoo_entry(args.zoo_int8, variants[int8_name], source, chosen, base_ms, args.threads, batch_shape,
+                            args.qat)
 
     print_tables(console, result)
     console.print(f"wrote {args.out}")
 
 
-def write_zoo_entry(out: Path, int8: Path, source: Path, ptq: dict, base_ms: float, threads: int,
-                    shape: list[int]) -> None:
-    """The INT8 zoo entry: model.onnx, its calibration cache, the spec and eval.json."""
-    calibration = ptq["calibration"]
+def write_zoo_entry(out: Path, int8: Path, source: Path, row: dict, base_ms: float, threads: int,
+                    shape: list[int], qat: Path | None) -> None:
+    """The INT8 zoo entry: model.onnx, spec.yaml, eval.json, and the PTQ calibration cache or the
+    QAT checkpoint (``model.pt``, its training spec as ``spec.yaml``)."""
+    for stale in (out / "model.pt", default_calibration_cache(out / "model.onnx")):
+        stale.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(int8, out / "model.onnx")
-    shutil.copyfile(default_calibration_cache(int8), out / default_calibration_cache(out / "model.onnx").name)
-    shutil.copyfile(source / "spec.yaml", out / "spec.yaml")
+    if qat is None:
+        calibration = row["calibration"]
+        shutil.copyfile(default_calibration_cache(int8), default_calibration_cache(out / "model.onnx"))
+        shutil.copyfile(source / "spec.yaml", out / "spec.yaml")
+        how = {"quantization": "PTQ INT8 QDQ (onnxruntime target, per-channel weights)",
+               "calibration": f"{calibration['images']} training images of {', '.join(calibration['sources'])} "
+                              f"({calibration['method']})"}
+    else:
+        state = torch.load(qat, map_location="cpu", weights_only=True)
+        torch.save({k: state[k] for k in ("model", "metadata", "epoch", "spec", "version") if k in state},
+                   out / "model.pt")
+        atomic_write_bytes(out / "spec.yaml", yaml.safe_dump(state["spec"], sort_keys=False).encode())
+        training = state["metadata"].get("training", {})
+        how = {"quantization": "QAT INT8 QDQ (onnxruntime target: uint8 activations, int8 per-channel weights)",
+               "qat_training": {k: training.get(k) for k in ("epochs", "global_batch_size", "precision", "device",
+                                                             "wall_time_s", "images_seen")}}
     atomic_write_json(out / "eval.json", {
-        "task": "detection", "split": "test", "datasets": ptq["accuracy"],
-        "ap50_diff_points_vs_fp32": ptq["ap50_diff_points_vs_fp32"],
-        "latency": {"median_ms": ptq["median_ms"], "fp32_median_ms": base_ms, "speedup_vs_fp32": ptq["speedup_vs_fp32"],
+        "task": "detection", "split": "test", "datasets": row["accuracy"],
+        "ap50_diff_points_vs_fp32": row["ap50_diff_points_vs_fp32"],
+        "latency": {"median_ms": row["median_ms"], "fp32_median_ms": base_ms, "speedup_vs_fp32": row["speedup_vs_fp32"],
                     "threads": threads, "input_shape": shape, "device": f"{cpu_name()}, ONNX Runtime {ort.__version__}"},
-        "source": {"model": source.name, "quantization": "PTQ INT8 QDQ (onnxruntime target, per-channel weights)",
-                   "calibration": f"{calibration['images']} training images of {', '.join(calibration['sources'])} "
-                                  f"({calibration['method']})", "benchmark": "benchmarks/optimize_detector.py"},
+        "source": {"model": source.name, **how, "benchmark": "benchmarks/optimize_detector.py"},
     })
 
 
@@ -335,7 +400,7 @@ def print_tables(console: Console, result: dict) -> None:
                       f"{row['speedup_vs_fp32']:.2f}x", *[f"{100 * row['accuracy'][d]['ap50']:.2f}" for d in datasets],
                       *[f"{row['ap50_diff_points_vs_fp32'][d]:+.2f}" for d in datasets])
     console.print(table)
-    table = Table(title="pruning (-eq union, l2), AP WITHOUT retraining")
+    table = Table(title="pruning (-eq union, l2): AP WITHOUT retraining, and the retrained model")
     for column in ("pth", "params", "MACs", "ONNX MB", "params -%", "MACs -%", "ONNX -%", "median ms",
                    *[f"AP50 {d}" for d in datasets]):
         table.add_column(column, justify="right")
@@ -347,6 +412,14 @@ def print_tables(console: Console, result: dict) -> None:
                       f"{red['params']:.1f}", f"{red['macs']:.1f}", f"{red['onnx_bytes']:.1f}",
                       f"{row['median_ms']:.2f}",
                       *[f"{100 * row['accuracy_without_retraining'][d]['ap50']:.2f}" for d in datasets])
+    row = result["pruning"].get("retrained_model")
+    if row is not None:
+        red = row["reduction_percent"]
+        table.add_row("retrained", f"{row['before']['params']:,} -> {row['after']['params']:,}",
+                      f"{row['before']['macs'] / 1e6:.0f}M -> {row['after']['macs'] / 1e6:.0f}M",
+                      f"{row['before']['onnx_bytes'] / 1e6:.2f} -> {row['after']['onnx_bytes'] / 1e6:.2f}",
+                      f"{red['params']:.1f}", f"{red['macs']:.1f}", f"{red['onnx_bytes']:.1f}",
+                      f"{row['median_ms']:.2f}", *[f"{100 * row['accuracy'][d]['ap50']:.2f}" for d in datasets])
     console.print(table)
     for key, value in result["targets"].items():
         console.print(f"target {key}: {value}")

@@ -158,14 +158,14 @@ def test_export_command(tmp_path, data_root) -> None:
     app.command()(export_cli.export)
     runner = CliRunner()
     out = tmp_path / "cls.onnx"
-    result = runner.invoke(app, [str(ckpt), "-o", str(out), "--images", str(crops)])
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--images", str(crops)])
     assert result.exit_code == 0, result.output
     assert "2 images of" in result.output and "probs" in result.output
     assert read_onnx_metadata(out) == model.metadata
     ckpt.rename(ckpt.with_name("model.pt"))  # a directory with model.pt names the model too
-    result = runner.invoke(app, [str(ckpt.parent), "-o", str(out), "--precision", "int8"])
+    result = runner.invoke(app, ["-m", str(ckpt.parent), "-o", str(out), "--precision", "int8"])
     assert result.exit_code == 2
-    result = runner.invoke(app, [str(ckpt.parent), "-o", str(out), "--tolerance", "0"])
+    result = runner.invoke(app, ["-m", str(ckpt.parent), "-o", str(out), "--tolerance", "0"])
     assert "random inputs only" in result.output
     assert isinstance(result.exception, GesturekitError) and "parity check failed: probs" in str(result.exception)
     batches, described = export_command.parity_inputs(model.metadata, None, 8)

@@ -170,28 +170,28 @@ def cli(tmp_path) -> tuple[CliRunner, typer.Typer, Path]:
 def test_export_command_int8_with_calibration_and_evaluation(cli, kitti, tmp_path) -> None:
     runner, app, ckpt = cli
     out = tmp_path / "int8.onnx"
-    result = runner.invoke(app, [str(ckpt), "-o", str(out), "--precision", "int8", "--calibration-images",
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--precision", "int8", "--calibration-images",
                                  str(kitti), "--eval-dataset", str(kitti)])
     assert result.exit_code == 0, result.output
     assert "calibration: 4 images of" in result.output and "(train)" in result.output
     assert "parity with PyTorch on 4 images" in result.output and "boxes" in result.output
     assert "ONNX int8" in result.output and "points" in result.output and "kitti" in result.output
     assert "QuantizeLinear" in _ops(out) and (tmp_path / "int8.calib.json").is_file()
-    result = runner.invoke(app, [str(ckpt), "-o", str(out), "--precision", "int8"])  # the cache is reused
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--precision", "int8"])  # the cache is reused
     assert result.exit_code == 0, result.output
     assert "reusing the ranges of" in result.output
-    result = runner.invoke(app, [str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"])
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"])
     assert result.exit_code == 2 and "--calibration-images" in result.output
 
 
 def test_export_command_fp16_parity_on_images(cli, kitti, tmp_path) -> None:
     runner, app, ckpt = cli
     out = tmp_path / "fp16.onnx"
-    result = runner.invoke(app, [str(ckpt), "-o", str(out), "--precision", "fp16", "--images", str(kitti / "images")])
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--precision", "fp16", "--images", str(kitti / "images")])
     assert result.exit_code == 0, result.output
     assert "6 images of" in result.output and "(fp16," in result.output
     assert read_onnx_metadata(out)["precision"] == "fp16"
-    result = runner.invoke(app, [str(ckpt), "-o", str(out), "--precision", "fp16", "--tolerance", "0"])
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--precision", "fp16", "--tolerance", "0"])
     assert isinstance(result.exception, GesturekitError) and "parity check failed" in str(result.exception)
 
 
@@ -199,7 +199,38 @@ def test_export_engine_without_tensorrt_says_so(cli, tmp_path, monkeypatch) -> N
     runner, app, ckpt = cli
     monkeypatch.setattr(export_command, "tensorrt_available", lambda: False)
     out = tmp_path / "det.onnx"
-    result = runner.invoke(app, [str(ckpt), "-o", str(out), "--engine"])
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--engine"])
     assert result.exit_code == 2
     assert result.stderr == f"error: {TENSORRT_MISSING}\n" and result.stdout == ""
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_export_command_qat_checkpoint_exports_its_learned_ranges(kitti, tmp_path) -> None:
+    from gesturekit.optimize.prune import prune_model
+    from gesturekit.optimize.quantize import prepare_qat
+    from gesturekit.runtime.loading import load_model_from_checkpoint
+
+    model = prepare_qat(tiny_detector()).train()
+    with torch.no_grad():
+        for x in _inputs(kitti):
+            model.export_forward(torch.from_numpy(x))
+    ckpt = tmp_path / "qat.pt"
+    torch.save({"model": model.state_dict(), "metadata": model.metadata}, ckpt)
+    reloaded = load_model_from_checkpoint(ckpt)  # the fake quantization comes back with its ranges
+    assert reloaded.metadata["qat_target"] == "onnxruntime"
+    x = torch.from_numpy(_inputs(kitti)[0])
+    assert torch.allclose(reloaded.export_forward(x)[1], model.eval().export_forward(x)[1], atol=1e-6)
+    with pytest.raises(GesturekitError, match="cannot be pruned"):
+        prune_model(reloaded, torch.zeros(1, 3, SIZE, SIZE), 0.5)
+
+    app = typer.Typer()
+    app.command()(export_cli.export)
+    runner, out = CliRunner(), tmp_path / "qat.onnx"
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--precision", "int8", "--eval-dataset", str(kitti)])
+    assert result.exit_code == 0, result.output
+    assert "QAT ranges" in result.output and "PyTorch QAT" in result.output and "calibration" not in result.output
+    zero_points = [n.input[2] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and not (tmp_path / "qat.calib.json").exists()
+    for args, message in ((["--precision", "fp32"], "int8 only"), (["--precision", "int8", "--int8-target", "tensorrt"], "not tensorrt")):
+        result = runner.invoke(app, ["-m", str(ckpt), "-o", str(tmp_path / "x.onnx"), *args])
+        assert isinstance(result.exception, GesturekitError) and message in str(result.exception), result.output

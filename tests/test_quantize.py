@@ -14,6 +14,7 @@ from torch import nn
 
 from conftest import random_detector
 
+from gesturekit.config.specs import Training
 from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import export_onnx
 from gesturekit.models import create_model
@@ -28,6 +29,7 @@ from gesturekit.optimize.quantize import (
     fold_batchnorm,
     prepare_qat,
 )
+from gesturekit.training.common import maybe_prepare_qat
 
 SIZE = 64
 
@@ -45,8 +47,9 @@ def _observe(model: nn.Module, batches: int = 2) -> nn.Module:
     return model.eval()
 
 
-def _run(path, x: torch.Tensor) -> list[np.ndarray]:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+def _run(path, x: torch.Tensor, options: ort.SessionOptions | None = None) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": x.numpy()})
 
 
 def _ops(proto: onnx.ModelProto) -> list[str]:
@@ -77,16 +80,42 @@ def test_fake_quantizers_snap_to_the_int8_grid() -> None:
         assert torch.allclose(snapped[c], weight[c], atol=step / 2 + 1e-6)
 
 
-def test_prepare_qat_swaps_layers_and_trains() -> None:
+def test_asymmetric_quantizer_snaps_to_the_uint8_grid() -> None:
+    act = ActivationQuantizer(symmetric=False).train()
+    x = torch.linspace(-1.0, 3.0, 1001)
+    y = act(x)
+    assert (float(act.amin), float(act.amax)) == (-1.0, 3.0)
+    step = 4.0 / 255  # zero point round(1 / step) = 64: the grid is [-64, 191] steps
+    assert torch.allclose(y / step, torch.round(y / step), atol=1e-3)
+    assert torch.allclose(y, x, atol=step / 2 + 1e-6)
+    act(torch.tensor([-11.0, 13.0]))  # both ends move 1% of the way
+    assert (float(act.amin), float(act.amax)) == (pytest.approx(-1.1), pytest.approx(3.1))
+    act.eval().freeze()
+    assert int(act.qparams[1]) == round(1.1 / (4.2 / 255))  # 67
+
+    relu6 = ActivationQuantizer(symmetric=False).train()
+    relu6(torch.rand(1000) * 6)  # a range from 0 up: zero point 0, so ONNX Runtime drops the Clip
+    relu6.freeze()
+    assert int(relu6.qparams[1]) == 0 and float(relu6.qparams[0]) * 255 <= 6.0
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_prepare_qat_swaps_layers_trains_and_reloads(target) -> None:
     model = _detector()
     names = set(model.state_dict())
     params = {n: id(p) for n, p in model.named_parameters()}
-    prepare_qat(model)
+    prepare_qat(model, target)
     assert not [m for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear)]
     assert {n: id(p) for n, p in model.named_parameters()} == params  # shared, same names
     added = set(model.state_dict()) - names
-    assert added and all(n.endswith("input_quantizer.amax") for n in added)
-    assert model.metadata["qat"] is True
+    assert model.metadata["qat"] is True and model.metadata["qat_target"] == target
+    if target == "tensorrt":  # symmetric: one range per layer input
+        assert added and all(n.endswith("input_quantizer.amax") for n in added)
+    else:  # min and max; residual sums and the head's shared input are quantized where produced
+        assert added and all(n.endswith(("input_quantizer.amax", "input_quantizer.amin", "output_quantizer.amax",
+                                         "output_quantizer.amin")) for n in added)
+        assert "backbone.stages.0.3.conv.output_quantizer.amin" in added  # a residual projection
+        assert model.heads["8"].coverage.input_quantizer is None and model.heads["8"].bbox.input_quantizer is None
 
     model.train()
     targets = [{"boxes": torch.tensor([[10.0, 12.0, 40.0, 44.0]]), "labels": torch.tensor([0])}]
@@ -96,12 +125,28 @@ def test_prepare_qat_swaps_layers_and_trains() -> None:
     assert isinstance(first, QuantConv2d) and float(first.input_quantizer.amax) > 0
     assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
 
-    classifier = prepare_qat(create_model("gesturenet", num_classes=6, pretrained=False))
+    fresh = prepare_qat(_detector(), target)  # a QAT checkpoint reloads into a freshly prepared model
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(fresh.eval().export_forward(x), model.eval().export_forward(x)))
+
+    classifier = prepare_qat(create_model("gesturenet", num_classes=6, pretrained=False), target)
     assert isinstance(classifier.classifier, QuantLinear)
 
 
-def test_fold_batchnorm_keeps_the_quantized_function() -> None:
-    model = _observe(prepare_qat(_detector()))
+def test_training_spec_picks_the_qat_target() -> None:
+    model = maybe_prepare_qat(_detector(), Training(enable_qat=True, qat_target="tensorrt"))
+    assert all(m.symmetric for m in model.modules() if isinstance(m, ActivationQuantizer))
+    model = maybe_prepare_qat(_detector(), Training(enable_qat=True))
+    assert model.metadata["qat_target"] == "onnxruntime"
+    assert not any(m.symmetric for m in model.modules() if isinstance(m, ActivationQuantizer))
+    assert "qat" not in maybe_prepare_qat(_detector(), Training()).metadata
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_fold_batchnorm_keeps_the_quantized_function(target) -> None:
+    model = _observe(prepare_qat(_detector(), target))
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
         expected = model.export_forward(x)
@@ -112,8 +157,8 @@ def test_fold_batchnorm_keeps_the_quantized_function() -> None:
         assert torch.allclose(g, e, atol=1e-3, rtol=1e-4)
 
 
-def test_qat_export_is_clean_qdq_that_onnxruntime_runs(tmp_path) -> None:
-    model = _observe(prepare_qat(_detector()))
+def test_qat_tensorrt_export_is_clean_symmetric_qdq(tmp_path) -> None:
+    model = _observe(prepare_qat(_detector(), "tensorrt"))
     x = torch.randn(1, 3, SIZE, SIZE)
     path = export_qat_onnx(model, tmp_path / "qat.onnx", x)
     proto = onnx.load(str(path))
@@ -132,7 +177,8 @@ def test_qat_export_is_clean_qdq_that_onnxruntime_runs(tmp_path) -> None:
     activations = [n for n in qdq if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     assert len(activations) >= 40 and all(inits[n.input[1]].shape == () for n in activations)
     meta = json.loads({p.key: p.value for p in proto.metadata_props}[ONNX_KEY])
-    assert meta["quantization"]["mode"] == "qat" and meta["qat"] is True
+    assert meta["quantization"] | {"mode": "qat", "target": "tensorrt"} == meta["quantization"]
+    assert meta["qat"] is True and meta["qat_target"] == "tensorrt"
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is unchanged
 
     boxes, scores = _run(path, x)
@@ -140,6 +186,35 @@ def test_qat_export_is_clean_qdq_that_onnxruntime_runs(tmp_path) -> None:
         ref_boxes, ref_scores = model.export_forward(x)
     assert np.allclose(scores, ref_scores.numpy(), atol=1e-3)
     assert np.allclose(boxes, ref_boxes.numpy(), atol=0.5)
+
+
+def test_qat_onnxruntime_export_runs_as_quantized_kernels(tmp_path) -> None:
+    model = _observe(prepare_qat(_detector()))
+    x = torch.randn(1, 3, SIZE, SIZE)
+    path = export_qat_onnx(model, tmp_path / "qat.onnx", x)
+    proto = onnx.load(str(path))
+    inits = _initializers(proto)
+    quantize = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    weights = [n for n in quantize if n.input[0] in inits]
+    assert len(weights) == 47 and all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any()
+                                      for n in weights)  # weights: symmetric INT8 per channel
+    zeros = [inits[n.input[2]] for n in quantize if n.input[0] not in inits]
+    assert all(z.dtype == np.uint8 and z.shape == () for z in zeros)  # activations: UINT8 per tensor
+    assert zeros[0] > 0 and sum(z == 0 for z in zeros) >= 30  # the normalised image vs ReLU/ReLU6 outputs
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}[ONNX_KEY])
+    assert meta["quantization"]["target"] == "onnxruntime" and "uint8" in meta["quantization"]["activations"]
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    boxes, scores = _run(path, x, options)
+    ops = _ops(onnx.load(options.optimized_model_filepath))
+    assert ops.count("QLinearConv") == 45 and ops.count("Conv") + ops.count("FusedConv") == 2  # the output layers
+    assert ops.count("QLinearAdd") >= 8 and "Relu" not in ops and ops.count("Clip") == 1  # box decoding's
+    with torch.no_grad():
+        ref_boxes, ref_scores = model.export_forward(x)
+    assert np.allclose(scores, ref_scores.numpy(), atol=1e-3)  # integer kernels: rounding differences only
+    assert np.allclose(boxes, ref_boxes.numpy(), atol=0.25)
 
 
 def test_qat_export_needs_observed_ranges(tmp_path) -> None:

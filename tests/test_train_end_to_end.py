@@ -85,7 +85,7 @@ def test_custom_gestures_train_from_folders_and_infer_reports_them(data_root: Pa
     assert len(_losses(results)) == 2
 
     onnx_file = tmp_path / "custom.onnx"
-    _invoke("export", results / "last.pt", "-o", onnx_file)
+    _invoke("export", "-m", results / "last.pt", "-o", onnx_file)
     frames = tmp_path / "frames"
     frames.mkdir()
     for image in sorted((data_root / "hagrid" / "frames").iterdir())[:3]:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The GPU job in one call of the device machine, from the repository root, carrying .whl and the
-# packs under .pack/gpu (benchmarks/gpu/make_packs.sh). JOBS picks the steps (default: all):
-#   detector    train the hand detector on every GPU (DDP through torchrun)
-#   classifier  train the gesture classifier on every GPU
-#   throughput  detector training throughput: FP32 vs AMP on one GPU, then 1 vs N GPUs
+# packs under .pack/gpu (benchmarks/gpu/make_packs.sh). JOBS picks the steps, run in order:
+#   detector    train the hand detector (hand_detector.yaml) on every GPU (DDP through torchrun)
+#   classifier  train the gesture classifier (gesture_classifier.yaml) on every GPU
+#   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry runs/pruned)
+#   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
+#   throughput  detector training throughput: strict FP32 / TF32 / AMP on one GPU, then 1 vs N GPUs
+# Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)
@@ -14,23 +17,32 @@ OUT=${OUT:-/tmp/out}; RUNS=/tmp/runs; mkdir -p "$OUT" "$RUNS"
 JOBS=${JOBS:-detector classifier throughput}; TRAIN_LIMIT=${TRAIN_LIMIT:-420}; TRAIN_ARGS=${TRAIN_ARGS:-}
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 { nvidia-smi -L; python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } | tee "$RUNS/gpus.txt"
-run_torch() { torchrun --standalone --nproc_per_node "$NGPU" "$@"; }
+
+spec_of() { case $1 in detector) echo hand_detector;; classifier) echo gesture_classifier;;
+  pruned) echo hand_detector_pruned;; qat) echo hand_detector_qat;; esac; }
+task_of() { [ "$1" = classifier ] && echo classifier || echo detector; }
+name_of() { case $1 in detector) echo hand-detector;; classifier) echo gesture-classifier;; *) echo "hand-detector-$1";; esac; }
+train() {  # train JOB NPROC: one training run, its log in $RUNS
+  local job=$1 name; name=$(name_of "$1")
+  timeout "$TRAIN_LIMIT" torchrun --standalone --nproc_per_node "$2" benchmarks/gpu/train.py "$(task_of "$job")" \
+    "benchmarks/gpu/$(spec_of "$job").yaml" "$RUNS/$name" $TRAIN_ARGS > "$RUNS/$name.log" 2>&1
+  echo "$job exit $?"; tail -n 2 "$RUNS/$name.log"
+}
 
 for job in $JOBS; do
   case $job in
-    detector|classifier)
-      spec=benchmarks/gpu/$([ "$job" = detector ] && echo hand_detector || echo gesture_classifier).yaml
-      name=$([ "$job" = detector ] && echo hand-detector || echo gesture-classifier)
-      timeout "$TRAIN_LIMIT" torchrun --standalone --nproc_per_node "$NGPU" benchmarks/gpu/train.py \
-        "$job" "$spec" "$RUNS/$name" $TRAIN_ARGS > "$RUNS/$name.log" 2>&1
-      echo "$job exit $?"; tail -n 3 "$RUNS/$name.log";;
     throughput)
-      TP="benchmarks/train_throughput.py --pack .pack/gpu/det_egohands.gkpack --batch-size 64 --samples 1024 --iterations 120"
-      CUDA_VISIBLE_DEVICES=0 python3 $TP --precisions fp32 bf16 fp16 --out "$RUNS/train_throughput_1gpu.json" | grep images/s
-      CUDA_VISIBLE_DEVICES=0 python3 $TP --precisions fp32 bf16 --channels-last --out "$RUNS/train_throughput_1gpu_channels_last.json" | grep images/s
+      TP="benchmarks/train_throughput.py --pack .pack/gpu/det_egohands.gkpack --batch-size 128 --samples 1024 --iterations 96 --channels-last"
+      timeout 130 env CUDA_VISIBLE_DEVICES=0 python3 $TP --precisions fp32 tf32 bf16 fp16 --out "$RUNS/train_throughput_1gpu.json" | grep images/s
       if [ "$NGPU" -ge 2 ]; then
-        run_torch $TP --precisions bf16 fp32 --out "$RUNS/train_throughput_${NGPU}gpu.json" | grep images/s
+        timeout 110 torchrun --standalone --nproc_per_node "$NGPU" $TP --precisions fp32 bf16 \
+          --baseline "$RUNS/train_throughput_1gpu.json" --out "$RUNS/train_throughput_${NGPU}gpu.json" | grep images/s
       fi;;
+    *+*)
+      gpu=0
+      for part in ${job//+/ }; do CUDA_VISIBLE_DEVICES=$gpu train "$part" 1 & gpu=$((gpu + 1)); done
+      wait;;
+    *) train "$job" "$NGPU";;
   esac
 done
 
@@ -45,4 +57,5 @@ for run in runs.iterdir():
             keep = ("model", "metadata", "epoch", "best_metric", "spec", "version")
             torch.save({k: state[k] for k in keep if k in state}, out / f"{run.name}-{file}")
 PY
+cp "$RUNS"/*.json "$OUT"/ 2>/dev/null
 cd "$RUNS" && tar czf "$OUT/logs.tgz" --exclude='*/tensorboard' --exclude='*.pt' . && ls -la "$OUT"

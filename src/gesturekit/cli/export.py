@@ -23,12 +23,14 @@ class Int8Target(str, Enum):
 
 
 def export(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="A training checkpoint (.pt, e.g. results/best.pt), "
-                                         "a directory with model.pt, or a zoo model name.", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="A training checkpoint (.pt, e.g. results/best.pt; "
+                                       "a QAT checkpoint exports as int8), a directory with model.pt, or a zoo "
+                                       "model name.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", show_default=False)],
     precision: Annotated[ExportPrecision, typer.Option(
         help="Numeric precision: fp32; fp16 (float16 weights and activations, float32 inputs and outputs); "
-        "int8 (post-training calibrated QDQ, needs --calibration-images or an existing cache).")
+        "int8 (QDQ: the ranges a QAT checkpoint learned, else post-training calibration, which needs "
+        "--calibration-images or an existing cache).")
     ] = ExportPrecision.fp32,
     calibration_images: Annotated[Optional[list[Path]], typer.Option(
         help="INT8: a folder of images or a KITTI dataset (repeatable). Use training images, never the "
@@ -64,7 +66,7 @@ def export(
     The detector gets dynamic batch, height and width; the classifier a dynamic batch. Exits 1 when
     an output differs by more than --tolerance (the file is kept for inspection).
 
-    Example: gesturekit export hand-detector -o det-int8.onnx --precision int8
+    Example: gesturekit export -m hand-detector -o det-int8.onnx --precision int8
     --calibration-images work/egohands --eval-dataset work/egohands
     """
     from gesturekit.export.command import run_export  # lazy: torch and ONNX load when the command runs

@@ -63,6 +63,7 @@ class Training(StrictModel):
     validation_interval: PositiveInt = 5
     seed: int = 42
     enable_qat: bool = False
+    qat_target: Literal["onnxruntime", "tensorrt"] = "onnxruntime"  # INT8 grid QAT trains for
     max_iterations_per_epoch: Annotated[int | None, Field(gt=0)] = None
 
 

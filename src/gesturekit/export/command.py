@@ -91,12 +91,25 @@ def _ap_table(net: nn.Module, path: Path, precision: str, datasets: list[Path], 
     """AP@0.5 of the PyTorch model and of the exported file through the runtime detector."""
     reference = _detection_ap(TorchBackend(net), datasets, split)
     exported = _detection_ap(OnnxRuntimeBackend(path), datasets, split)
-    table = Table("dataset", "PyTorch FP32", f"ONNX {precision}", "difference",
+    source = "PyTorch QAT" if net.metadata.get("qat") else "PyTorch FP32"
+    table = Table("dataset", source, f"ONNX {precision}", "difference",
                   title=f"AP@0.5 ({split} split, runtime HandDetector)")
     for name, ap in reference.items():
         table.add_row(escape(name), f"{100 * ap:.2f}", f"{100 * exported[name]:.2f}",
                       f"{100 * (exported[name] - ap):+.2f} points")
     return table
+
+
+def _check_qat_export(checkpoint: Path, qat_target: str, precision: str, int8_target: str | None,
+                      engine: bool) -> None:
+    """A QAT checkpoint exports as INT8 QDQ on the grid it was trained for, and nothing else."""
+    if precision != "int8":
+        raise GesturekitError(f"{checkpoint}: a quantization-aware (QAT) checkpoint exports as int8 only "
+                              f"(its fake quantization becomes QDQ); pass --precision int8")
+    wanted = int8_target or ("tensorrt" if engine else qat_target)
+    if wanted != qat_target:
+        raise GesturekitError(f"{checkpoint}: trained with QAT for {qat_target}, not {wanted}; retrain with "
+                              f"training.qat_target: {wanted}")
 
 
 def run_export(model: str, output: Path, precision: str = "fp32", calibration_images: list[Path] | None = None,
@@ -110,19 +123,23 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
         raise typer.Exit(2)
     cache = calibration_cache or default_calibration_cache(output)
     sources = list(calibration_images or [])
-    if precision == "int8" and not sources and not cache.is_file():
-        raise typer.BadParameter(f"int8 needs --calibration-images (no calibration cache {cache})",
-                                 param_hint="'--precision'")
     checkpoint = resolve_model_file(model, "torch")
     net = load_model_from_checkpoint(checkpoint)
     meta = net.metadata
+    qat = bool(meta.get("qat"))
+    if qat:
+        _check_qat_export(checkpoint, meta["qat_target"] if "qat_target" in meta else "tensorrt", precision,
+                          int8_target, engine)
+    elif precision == "int8" and not sources and not cache.is_file():
+        raise typer.BadParameter(f"int8 needs --calibration-images (no calibration cache {cache})",
+                                 param_hint="'--precision'")
     if eval_dataset and meta["task"] != "detection":
         raise GesturekitError(f"{checkpoint}: --eval-dataset compares detection AP; this is a {meta['task']} model")
     target = int8_target or ("tensorrt" if engine else "onnxruntime")
     console = Console(highlight=False, soft_wrap=True)
 
     calibration = None
-    if precision == "int8":
+    if precision == "int8" and not qat:
         if cache.is_file():
             console.print(f"calibration: reusing the ranges of {escape(str(cache))} (delete it to recalibrate)")
         else:
@@ -133,9 +150,15 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
                           f"({calibration_split}), target {target}; cache {escape(str(cache))}")
     size = int(meta["input_size"])
     side = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if meta["task"] == "detection" else size
-    path = export_precision(net, output, torch.zeros(1, 3, side, side), precision, calibration, cache,
-                            target, opset)
-    console.print(f"wrote {escape(str(path))} ({precision}, {path.stat().st_size / 1e6:.1f} MB) from "
+    example = torch.zeros(1, 3, side, side)
+    if qat:
+        from gesturekit.optimize.quantize import export_qat_onnx
+
+        path = export_qat_onnx(net, output, example)
+    else:
+        path = export_precision(net, output, example, precision, calibration, cache, target, opset)
+    how = "QAT ranges" if qat else precision
+    console.print(f"wrote {escape(str(path))} ({how}, {path.stat().st_size / 1e6:.1f} MB) from "
                   f"{escape(str(checkpoint))}")
 
     parity_sources, parity_split = (sources, calibration_split) if sources else (list(eval_dataset or []), eval_split)

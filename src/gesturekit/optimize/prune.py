@@ -301,7 +301,13 @@ def prune_model(
 
     Returns:
         The report (``PruneReport.save`` writes it as JSON).
+
+    Raises:
+        GesturekitError: a quantization-aware (QAT) model.
     """
+    if (getattr(model, "metadata", None) or {}).get("qat"):
+        raise GesturekitError("a quantization-aware (QAT) model cannot be pruned: prune the float model, "
+                              "then retrain it with QAT")
     model.eval()
     widths_before = layer_widths(model)
     before = model_stats(model, example_inputs)
@@ -356,10 +362,11 @@ def rebuild_pruned(model: nn.Module, pruned_channels: dict[str, int],
 
 
 def model_from_state(state: dict[str, Any], source: str) -> nn.Module:
-    """Build the model of a loaded gesturekit checkpoint (plain or pruned) and load its weights.
+    """Build the model of a loaded gesturekit checkpoint (plain, pruned, QAT) and load its weights.
 
-    Like ``runtime.loading.load_model_from_checkpoint``, with the widths of a pruned model
-    (``metadata.pruned_channels``) applied before the weights are loaded. Eval mode, CPU.
+    The widths of a pruned model (``metadata.pruned_channels``) are applied, and a QAT model's
+    fake quantization prepared (``metadata.qat_target``), before the weights are loaded. Eval
+    mode, CPU.
 
     Raises:
         GesturekitError: naming ``source``: no model metadata, or weights that do not match.
@@ -367,15 +374,16 @@ def model_from_state(state: dict[str, Any], source: str) -> nn.Module:
     meta = check_metadata(state.get("metadata"), source)
     if not isinstance(state.get("model"), dict):
         raise GesturekitError(f"{source}: checkpoint has no 'model' state_dict")
-    if meta.get("qat"):
-        raise GesturekitError(f"{source}: a quantization-aware (QAT) checkpoint; prune the float model, "
-                              "then retrain with QAT")
     kwargs = {**meta["arch_kwargs"], "pretrained": False}
     if meta["task"] == "detection":
         kwargs.setdefault("postprocessing", meta["postprocessing"])
     model = create_model(meta["arch"], **kwargs)
     if meta.get("pruned"):
         rebuild_pruned(model, dict(meta.get("pruned_channels") or {}))
+    if meta.get("qat"):
+        from gesturekit.optimize.quantize import prepare_qat
+
+        prepare_qat(model, meta.get("qat_target", "tensorrt"))  # checkpoints before qat_target were symmetric
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -32,18 +32,13 @@ def load_model_from_checkpoint(path: str | Path) -> nn.Module:
 
     The model is ``create_model(metadata["arch"], **metadata["arch_kwargs"], pretrained=False)``
     with ``model.metadata`` set (a detector also gets ``metadata["postprocessing"]``); a pruned
-    checkpoint gets its recorded layer widths first (``optimize.prune.model_from_state``).
+    checkpoint gets its recorded layer widths first and a QAT checkpoint its fake quantization
+    (``optimize.prune.model_from_state``).
 
     Raises:
-        GesturekitError: unreadable checkpoint, missing metadata, a QAT checkpoint, or weights
-            that do not fit.
+        GesturekitError: unreadable checkpoint, missing metadata, or weights that do not fit.
     """
-    state = load_checkpoint(path)
-    meta = state.get("metadata")
-    if isinstance(meta, dict) and meta.get("qat"):
-        raise GesturekitError(f"{path}: a quantization-aware (QAT) checkpoint; FP32 export and the torch "
-                              "backend need a float checkpoint")
-    return model_from_state(state, str(path))
+    return model_from_state(load_checkpoint(path), str(path))
 
 
 def resolve_model_file(name_or_path: str | Path, backend: BackendName) -> Path:

@@ -32,7 +32,7 @@ def build_classifier(spec: ClassifierSpec, is_main: bool = True) -> nn.Module:
     model = common.init_model(spec.model, kwargs, is_main)
     metadata = classifier_metadata(spec.model.arch, kwargs, spec.dataset.classes, spec.augmentation.input_size,
                                    spec.crop)
-    return common.with_metadata(model, metadata, spec.training.enable_qat)
+    return common.with_metadata(model, metadata)
 
 
 def classification_validator(spec: ClassifierSpec, dataset: Dataset, ctx: RuntimeContext):

@@ -11,7 +11,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from gesturekit.config.specs import source_splits
+from gesturekit.config.specs import Training, source_splits
 from gesturekit.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gesturekit.engine.distributed import RuntimeContext, init_runtime, make_loader
 from gesturekit.engine.trainer import SUMMARY_FILE, fit
@@ -36,10 +36,10 @@ def init_model(model_spec: Any, kwargs: dict[str, Any], is_main: bool) -> nn.Mod
     return model
 
 
-def with_metadata(model: nn.Module, metadata: dict[str, Any], enable_qat: bool) -> nn.Module:
-    """Attach the metadata (keeping what a pruned model recorded) and prepare QAT if asked."""
+def with_metadata(model: nn.Module, metadata: dict[str, Any]) -> nn.Module:
+    """Attach the metadata, keeping what a pruned model recorded (QAT is prepared by ``train_task``)."""
     model.metadata = {**getattr(model, "metadata", {}), **metadata}
-    return maybe_prepare_qat(model, enable_qat)
+    return model
 
 
 def shard_loader(dataset: Dataset, batch_size: int, num_workers: int, ctx: RuntimeContext,
@@ -67,7 +67,7 @@ def train_task(spec: Any, results_dir: Path, device: str | None, dataset_cls: ty
         val_set = concat(dataset_cls, source_splits(data.val, data.val_split), data.classes, data.class_map,
                          val_transform)
         validate = make_validator(spec, val_set, ctx)
-    model = build(spec, ctx.is_main)
+    model = maybe_prepare_qat(build(spec, ctx.is_main), training)
     summary = fit(model, loader, training, results_dir, ctx, validate=validate, metric_key=metric_key,
                   spec_dict=spec)
     summary["dataset"] = {"train": [f"{p}:{split}" for p, split in train_sources], "train_images": len(train_set)}
@@ -91,13 +91,13 @@ def report_backbone(model: nn.Module, is_main: bool) -> None:
         console.print(report.summary())
 
 
-def maybe_prepare_qat(model: nn.Module, enable_qat: bool) -> nn.Module:
-    """Insert fake-quantisation for quantisation-aware training when the spec asks for it."""
-    if not enable_qat:
+def maybe_prepare_qat(model: nn.Module, training: Training) -> nn.Module:
+    """Insert fake quantisation for ``training.qat_target`` when ``training.enable_qat`` asks for it."""
+    if not training.enable_qat:
         return model
     from gesturekit.optimize.quantize import prepare_qat
 
-    return prepare_qat(model)
+    return prepare_qat(model, training.qat_target)
 
 
 def all_gather_lists(items: list[Any], ctx_distributed: bool) -> list[Any]:

@@ -35,7 +35,7 @@ def build_detector(spec: DetectorSpec, is_main: bool = True) -> nn.Module:
     model = common.init_model(spec.model, kwargs, is_main)
     metadata = detector_metadata(spec.model.arch, kwargs, spec.dataset.classes, spec.augmentation.input_size,
                                  kwargs["postprocessing"])
-    return common.with_metadata(model, metadata, spec.training.enable_qat)
+    return common.with_metadata(model, metadata)
 
 
 def detection_validator(spec: DetectorSpec, dataset: Dataset, ctx: RuntimeContext):
