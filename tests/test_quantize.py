@@ -163,19 +163,20 @@ def test_qat_tensorrt_export_is_clean_symmetric_qdq(tmp_path) -> None:
     path = export_qat_onnx(model, tmp_path / "qat.onnx", x)
     proto = onnx.load(str(path))
     ops = _ops(proto)
-    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear")
     assert "BatchNormalization" not in ops and "Constant" not in ops
     inits = _initializers(proto)
     qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     for node in qdq:  # scales and zero points are constants, as TensorRT needs; symmetric INT8
         assert node.input[1] in inits and inits[node.input[2]].dtype == np.int8 and not inits[node.input[2]].any()
-    weights = [n for n in qdq if n.op_type == "QuantizeLinear" and n.input[0] in inits]
-    assert len(weights) == 47  # every convolution: one scale per output channel
+    weights = [n for n in qdq if n.input[0] in inits]
+    assert len(weights) == 47  # every convolution: int8 weights stored as such, one scale per output channel
     for node in weights:
+        assert node.op_type == "DequantizeLinear" and inits[node.input[0]].dtype == np.int8
         assert [a.i for a in node.attribute if a.name == "axis"] == [0]
         assert inits[node.input[1]].shape == inits[node.input[0]].shape[:1]
-    activations = [n for n in qdq if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    activations = [n for n in qdq if n.op_type == "QuantizeLinear"]
     assert len(activations) >= 40 and all(inits[n.input[1]].shape == () for n in activations)
+    assert ops.count("DequantizeLinear") == len(activations) + len(weights)
     meta = json.loads({p.key: p.value for p in proto.metadata_props}[ONNX_KEY])
     assert meta["quantization"] | {"mode": "qat", "target": "tensorrt"} == meta["quantization"]
     assert meta["qat"] is True and meta["qat_target"] == "tensorrt"
@@ -195,10 +196,11 @@ def test_qat_onnxruntime_export_runs_as_quantized_kernels(tmp_path) -> None:
     proto = onnx.load(str(path))
     inits = _initializers(proto)
     quantize = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
-    weights = [n for n in quantize if n.input[0] in inits]
-    assert len(weights) == 47 and all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any()
-                                      for n in weights)  # weights: symmetric INT8 per channel
-    zeros = [inits[n.input[2]] for n in quantize if n.input[0] not in inits]
+    weights = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert len(weights) == 47 and all(inits[n.input[0]].dtype == np.int8 and not inits[n.input[2]].any()
+                                      for n in weights)  # weights: stored as symmetric INT8 per channel
+    assert not any(t.dtype == np.float32 and t.ndim == 4 for t in inits.values())  # no float weight left
+    zeros = [inits[n.input[2]] for n in quantize]
     assert all(z.dtype == np.uint8 and z.shape == () for z in zeros)  # activations: UINT8 per tensor
     assert zeros[0] > 0 and sum(z == 0 for z in zeros) >= 30  # the normalised image vs ReLU/ReLU6 outputs
     meta = json.loads({p.key: p.value for p in proto.metadata_props}[ONNX_KEY])
