@@ -78,43 +78,50 @@ class DetectionDataset(Dataset):
     ) -> None:
         self.classes = list(classes)
         self.transform = transform
-        self._packs: list[Pack] = []
-        self._items: list[tuple[Pack | Path, int, torch.Tensor, torch.Tensor]] = []
+        self._items: list[tuple[FrameItem, torch.Tensor, torch.Tensor]] = []
         for source in map(Path, sources):
-            for image, index, boxes, labels in self._read_source(source, split):
-                ids = [_class_index(lab, self.classes, class_map or {}, source) for lab in labels]
-                self._items.append(
-                    (
-                        image,
-                        index,
-                        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                        torch.tensor(ids, dtype=torch.int64),
-                    )
-                )
+            for item in frame_items(source, split):
+                ids = [_class_index(label, self.classes, class_map or {}, source) for label in item.labels]
+                boxes = torch.tensor(item.boxes, dtype=torch.float32).reshape(-1, 4)
+                self._items.append((item, boxes, torch.tensor(ids, dtype=torch.int64)))
         if not self._items:
             raise GesturekitError(f"no images of split {split!r} in {', '.join(map(str, sources))}")
-
-    @staticmethod
-    def _read_source(source: Path, split: str) -> list[tuple[Pack | Path, int, list[BoxTuple], list[str]]]:
-        if source.suffix == ".gkpack":
-            pack, records = _pack_records(source, "detection", split)
-            return [(pack, r.index, list(r.boxes), list(r.labels)) for r in records]
-        if not source.is_dir():
-            raise GesturekitError(f"{source}: not a KITTI directory or a .gkpack")
-        from gesturekit.data.formats.kitti import read_kitti_dataset
-
-        return [
-            (ann.image, -1, [(b.x1, b.y1, b.x2, b.y2) for b in ann.boxes], [b.label for b in ann.boxes])
-            for ann in read_kitti_dataset(source, split)
-        ]
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        source, index, boxes, labels = self._items[i]
-        image = source.image(index) if isinstance(source, Pack) else _read_image(source)
-        return self.transform(image, {"boxes": boxes.clone(), "labels": labels.clone()})
+        item, boxes, labels = self._items[i]
+        return self.transform(item.load(), {"boxes": boxes.clone(), "labels": labels.clone()})
+
+
+@dataclass(frozen=True, slots=True)
+class FrameItem:
+    """One frame with its labelled boxes: a pack record or an image file of a KITTI directory."""
+
+    source: Pack | Path
+    index: int
+    boxes: list[BoxTuple]
+    labels: list[str]
+
+    def load(self) -> torch.Tensor:
+        """The uint8 image [3, H, W]."""
+        return self.source.image(self.index) if isinstance(self.source, Pack) else _read_image(self.source)
+
+
+def frame_items(source: Path, split: str) -> list[FrameItem]:
+    """The frames of ``split`` in a detection pack or a KITTI directory."""
+    if source.suffix == ".gkpack":
+        pack, records = _pack_records(source, "detection", split)
+        return [FrameItem(pack, r.index, list(r.boxes), list(r.labels)) for r in records]
+    if not source.is_dir():
+        raise GesturekitError(f"{source}: not a KITTI directory or a .gkpack")
+    from gesturekit.data.formats.kitti import read_kitti_dataset
+
+    return [
+        FrameItem(ann.image, -1, [(b.x1, b.y1, b.x2, b.y2) for b in ann.boxes], [b.label for b in ann.boxes])
+        for ann in read_kitti_dataset(source, split)
+    ]
 
 
 def detection_collate(
