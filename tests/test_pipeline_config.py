@@ -45,3 +45,15 @@ def test_bad_values_name_file_and_key(tmp_path: Path, text: str, message: str) -
     with pytest.raises(GesturekitError) as err:
         load_app_config(path)
     assert str(err.value) == f"{path}: {message}"
+
+
+def test_classifier_gets_its_own_onnxruntime_threads() -> None:
+    from gesturekit.pipeline.app import load_models
+
+    def threads(model) -> int:
+        return model.backend.session.get_session_options().intra_op_num_threads
+
+    detector, classifier = load_models(AppConfig.model_validate({"primary": {"threads": 2}}))
+    assert threads(detector) == 2 and threads(classifier) == 1  # the default: one classifier thread
+    detector, classifier = load_models(AppConfig.model_validate({"secondary": {"threads": 2}}))
+    assert threads(classifier) == 2

@@ -50,6 +50,7 @@ class Secondary(StrictModel):
     classifier: str = "gesture-classifier"
     margin: NonNegativeFloat | None = None
     min_crop_size: PositiveInt = 32
+    threads: PositiveInt | None = 1
 
 
 class Tracker(StrictModel):

@@ -16,7 +16,10 @@ Why these toolkits:
   optimizer, DDP, AMP and the training loop are untouched, and ``export_onnx`` (the TorchScript
   exporter) writes each fake-quant op as a Q/DQ pair. Before export, BatchNorm is folded into the
   convolution: with per-channel symmetric weight scales this is exact (folding scales a
-  channel's weights and its scale alike).
+  channel's weights and its scale alike); after it, the weights are stored as INT8 initializers
+  (``store_int8_weights``), as PTQ stores them. A QAT checkpoint reloads with its quantizers
+  (``runtime.loading``), and ``gesturekit export -m QAT.pt --precision int8`` exports its
+  learned ranges (no calibration).
   Input quantizers alone do not give ONNX Runtime the graph it fuses: it makes ``DQ -> Conv -> Q``
   a ``QLinearConv`` only when the convolution's output (after a ReLU/Clip it folds) goes to one
   ``QuantizeLinear``, and ``DQ -> Add -> Q`` a ``QLinearAdd``; a residual block's projection
@@ -48,9 +51,10 @@ training spec's ``qat_target`` sets, default ``onnxruntime``; recorded as
   hold 0, so the output of a ReLU/ReLU6 (min >= 0) gets zero point 0: ONNX Runtime then drops
   the ReLU/Clip before a ``QuantizeLinear`` (it checks that the quantized range lies within the
   clip range) and runs every convolution but the float output layers as ``QLinearConv``: the
-  fast choice for the CPU runtime. Shipped hand detector, 2 threads, 640x480 frame (medians):
-  FP32 36.6 ms, PTQ 17.5 ms, QAT export 17.5 ms (ranges from 32 EgoHands frames, no fine-tuning;
-  AP@0.5 on the EgoHands and hands_yolo test splits within 0.5 points of FP32).
+  fast choice for the CPU runtime. Shipped hand detector, 2 threads, 640x480 frame, quiet
+  machine (``benchmarks/optimize_detector.py``, medians): FP32 10.5 ms, PTQ 6.5 ms (1.63x), QAT
+  after 25 epochs of fake-quant fine-tuning 6.3 ms (1.68x); AP@0.5 within about 1 point of FP32
+  (worst: PTQ -0.79 and QAT -1.00 on the EgoHands test split).
 - ``tensorrt``: activations and weights symmetric INT8 (zero point 0), weights per channel,
   activations per tensor: what TensorRT's explicit quantization accepts. ONNX Runtime runs it
   too, but keeps ReLU6 (the INT8 range reaches below 0) and the depthwise convolutions in float,

@@ -305,8 +305,10 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
                                      threads=primary.threads, score_threshold=primary.score_threshold)
     classifier = None
     if secondary.enabled:
+        # torch threads are per process: only ONNX Runtime sessions get their own thread count
+        threads = secondary.threads if primary.backend == "onnxruntime" else primary.threads
         classifier = loading.load_classifier(secondary.classifier, backend=primary.backend,
-                                             device=primary.device, threads=primary.threads)
+                                             device=primary.device, threads=threads)
     return detector, classifier
 
 
