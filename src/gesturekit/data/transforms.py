@@ -25,9 +25,6 @@ from gesturekit.data.crops import widen_box
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-MIN_VISIBLE = 0.4
-"""A box less visible than this after augmentation is dropped (it left the canvas)."""
-
 Target = dict[str, torch.Tensor]
 
 
@@ -99,7 +96,7 @@ class _DetectionEval:
 
 class _DetectionTrain:
     def __init__(self, aug: DetectionAugmentation, classes: Sequence[str]) -> None:
-        self.size = aug.input_size
+        self.size, self.min_visible = aug.input_size, aug.min_visible
         self.color = _color_jitter(aug.color_jitter)
         self.paste = None
         if aug.paste.sources:
@@ -128,7 +125,7 @@ class _DetectionTrain:
         pad = [0, 0, self.size - new_w, self.size - new_h]
         image, boxes = F.pad(image, pad, fill=0), F.pad(boxes, pad)
         image, boxes = self.geometry(image, boxes)
-        boxes, labels = _drop_truncated(boxes, target["labels"])
+        boxes, labels = _drop_truncated(boxes, target["labels"], self.min_visible)
         image, out = self.sanitize(image, {"boxes": boxes, "labels": labels})
         image, boxes, labels = image.as_subclass(torch.Tensor), out["boxes"], out["labels"]
         if self.paste is not None:
@@ -137,9 +134,9 @@ class _DetectionTrain:
 
 
 def _drop_truncated(
-    boxes: tv_tensors.BoundingBoxes, labels: torch.Tensor
+    boxes: tv_tensors.BoundingBoxes, labels: torch.Tensor, min_visible: float
 ) -> tuple[tv_tensors.BoundingBoxes, torch.Tensor]:
-    """Clamp boxes to the canvas; drop those with less than ``MIN_VISIBLE`` of their area on it."""
+    """Clamp boxes to the canvas; drop those with less than ``min_visible`` of their area on it."""
     height, width = boxes.canvas_size
     raw = boxes.as_subclass(torch.Tensor)
     clamped = torch.stack(
@@ -153,7 +150,7 @@ def _drop_truncated(
     )
     area = (raw[:, 2] - raw[:, 0]) * (raw[:, 3] - raw[:, 1])
     visible = (clamped[:, 2] - clamped[:, 0]) * (clamped[:, 3] - clamped[:, 1])
-    keep = (area > 0) & (visible >= MIN_VISIBLE * area)
+    keep = (area > 0) & (visible >= min_visible * area) & (visible > 0)
     return tv_tensors.wrap(clamped[keep], like=boxes, clamping_mode="soft"), labels[keep]
 
 
@@ -162,7 +159,8 @@ def detection_train_transform(aug: DetectionAugmentation, classes: Sequence[str]
 
     Letterbox into the ``input_size`` square canvas (colour jitter before the padding), random scale
     (``aug.scale_range``) and translation (``aug.translate`` of the canvas) of the image in it,
-    horizontal flip; boxes follow, those mostly pushed off the canvas are dropped with their labels.
+    horizontal flip; boxes follow, clipped to the canvas; those with less than ``aug.min_visible``
+    of their area left on it are dropped with their labels.
     With ``aug.paste.sources``, hand crops are then pasted in as boxes of class ``aug.paste.label``
     (an entry of ``classes``; see ``data.paste``).
 
