@@ -190,6 +190,11 @@ def test_loading_resolution_and_errors(model_dirs, monkeypatch, tmp_path) -> Non
         load_detector(model_dirs["detector"] / "model.onnx", backend="torch")
     with pytest.raises(GesturekitError, match="needs model.onnx"):
         load_detector(tmp_path)
+    only_onnx = tmp_path / "int8"
+    only_onnx.mkdir()
+    (only_onnx / "model.onnx").write_bytes((model_dirs["detector"] / "model.onnx").read_bytes())
+    with pytest.raises(GesturekitError, match=r"needs model.pt; int8 has only model.onnx\)"):
+        load_detector(only_onnx, backend="torch")
     with pytest.raises(GesturekitError, match="unknown backend"):
         load_detector("hand-detector", backend="tensorrt")  # type: ignore[arg-type]
     with pytest.raises(GesturekitError, match="half precision needs a CUDA device"):

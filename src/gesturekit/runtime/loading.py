@@ -57,9 +57,11 @@ def resolve_model_file(name_or_path: str | Path, backend: BackendName) -> Path:
                                   f"(zoo: {', '.join(names) or 'empty'})")
         path = zoo_path(str(name_or_path))
     if path.is_dir():
+        others = [name for name in _FILES.values() if name != _FILES[backend] and (path / name).is_file()]
         path = path / _FILES[backend]
         if not path.is_file():
-            raise GesturekitError(f"{path}: not found (the {backend} backend needs {_FILES[backend]})")
+            only = f"; {path.parent.name} has only {others[0]}" if others else ""
+            raise GesturekitError(f"{path}: not found (the {backend} backend needs {_FILES[backend]}{only})")
     wanted = Path(_FILES[backend]).suffix
     if path.suffix != wanted:
         hint = "export it with `gesturekit export`, or use the torch backend" if backend == "onnxruntime" \
