@@ -50,7 +50,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 import yaml
@@ -61,7 +60,7 @@ from rich.table import Table
 from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.export.calibration import CalibrationItem, calibration_inputs, select_calibration_items
 from gesturekit.export.onnx import export_onnx
-from gesturekit.export.precision import convert_fp16, default_calibration_cache, quantize_int8, set_metadata
+from gesturekit.export.precision import convert_fp16, default_calibration_cache, quantize_int8
 from gesturekit.io import atomic_write_bytes, atomic_write_json
 from gesturekit.models.zoo import zoo_path
 from gesturekit.optimize.prune import model_stats, prune_model
@@ -112,10 +111,7 @@ def qat_export(checkpoint: Path, qat_checkpoint: Path | None, items: list[Calibr
         with torch.no_grad():
             for image in calibration_inputs(items, lambda rgb: preprocess_frame(rgb, size)[0]):
                 model.export_forward(torch.from_numpy(image))
-    path = export_qat_onnx(model.eval(), out, torch.zeros(1, 3, size, size))
-    proto = onnx.load(str(path))
-    set_metadata(proto, {"precision": "int8"})
-    return atomic_write_bytes(path, proto.SerializeToString())
+    return export_qat_onnx(model.eval(), out, torch.zeros(1, 3, size, size))
 
 
 def cpu_name() -> str:

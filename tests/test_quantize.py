@@ -205,6 +205,7 @@ def test_qat_onnxruntime_export_runs_as_quantized_kernels(tmp_path) -> None:
     assert zeros[0] > 0 and sum(z == 0 for z in zeros) >= 30  # the normalised image vs ReLU/ReLU6 outputs
     meta = json.loads({p.key: p.value for p in proto.metadata_props}[ONNX_KEY])
     assert meta["quantization"]["target"] == "onnxruntime" and "uint8" in meta["quantization"]["activations"]
+    assert meta["precision"] == "int8"
 
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")

@@ -128,8 +128,7 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
     meta = net.metadata
     qat = bool(meta.get("qat"))
     if qat:
-        _check_qat_export(checkpoint, meta["qat_target"] if "qat_target" in meta else "tensorrt", precision,
-                          int8_target, engine)
+        _check_qat_export(checkpoint, meta.get("qat_target", "tensorrt"), precision, int8_target, engine)
     elif precision == "int8" and not sources and not cache.is_file():
         raise typer.BadParameter(f"int8 needs --calibration-images (no calibration cache {cache})",
                                  param_hint="'--precision'")

@@ -523,8 +523,8 @@ def export_qat_onnx(model: nn.Module, out: str | Path, example: torch.Tensor) ->
         elif isinstance(m, QUANT_LAYERS):
             m.weight_quantizer.freeze(m.weight)
     target = "tensorrt" if next(iter(quantizers.values())).symmetric else "onnxruntime"
-    frozen.metadata = {**getattr(model, "metadata", {}), "quantization": {"mode": "qat", "target": target,
-                                                                          **_grids(target)}}
+    frozen.metadata = {**getattr(model, "metadata", {}), "precision": "int8",
+                       "quantization": {"mode": "qat", "target": target, **_grids(target)}}
     with tempfile.TemporaryDirectory() as tmp:
         proto = store_int8_weights(fold_constants(onnx.load(str(export_onnx(frozen, Path(tmp) / "qat.onnx",
                                                                             example)))))
