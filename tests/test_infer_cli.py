@@ -50,8 +50,8 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert f"{video}: 10 frames" in result.output
     assert calls == [
         {"detector": "hand-detector", "backend": "onnxruntime", "device": "cpu", "threads": 2, "score_threshold": 0.4},
-        {"classifier": "gesture-classifier", "backend": "onnxruntime", "device": "cpu", "threads": 2},
-    ]
+        {"classifier": "gesture-classifier", "backend": "onnxruntime", "device": "cpu", "threads": 1},
+    ]  # the classifier keeps its own thread count (secondary.threads)
     lines = read_predictions(tmp_path / "preds.jsonl")
     assert [r["frame"] for r in lines] == list(range(10))
     first = lines[0]

@@ -99,7 +99,8 @@ def infer(
     no_track: Annotated[bool, typer.Option(
         "--no-track", help="No tracking or gesture vote on video (every track_id is null).")] = False,
     threads: Annotated[Optional[int], typer.Option(
-        min=1, help="Inference threads (ONNX Runtime intra-op). (default: all cores)",
+        min=1, help="Detector inference threads (ONNX Runtime intra-op; the classifier's are the app "
+        "config's secondary.threads, default 1). (default: all cores)",
         show_default=False)] = None,
     max_frames: Annotated[Optional[int], typer.Option(
         min=1, help="Stop each source after this many frames.", show_default=False)] = None,
