@@ -136,3 +136,18 @@ def test_package_turns_a_run_into_a_zoo_entry(tmp_path) -> None:
     detector = load_detector(entry / "model.onnx")
     assert detector.metadata["training"]["epochs"] == 3
     assert len(detector([np.zeros((48, 64, 3), np.uint8)])) == 1
+
+
+def test_model_card_says_how_an_int8_model_got_its_ranges(tmp_path, monkeypatch) -> None:
+    from gesturekit.optimize.quantize import export_qat_onnx, prepare_qat
+
+    torch.manual_seed(0)
+    det = create_model("detectnet_v2", **DET_KWARGS, pretrained=False, postprocessing=POST)
+    det.metadata = detector_metadata("detectnet_v2", DET_KWARGS, ["hand"], 64, POST)
+    det = prepare_qat(det).train()
+    with torch.no_grad():
+        det.export_forward(torch.randn(2, 3, 64, 64))
+    (tmp_path / "det-qat").mkdir()
+    export_qat_onnx(det.eval(), tmp_path / "det-qat" / "model.onnx", torch.zeros(1, 3, 64, 64))
+    monkeypatch.setattr(zoo, "ZOO_ROOT", tmp_path)
+    assert "| Inference precision | int8 (INT8 QDQ, quantization-aware trained) |" in zoo.model_card("det-qat")

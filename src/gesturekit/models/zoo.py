@@ -206,6 +206,14 @@ def _training_rows(summary: dict[str, Any], spec: dict[str, Any]) -> list[tuple[
     return rows
 
 
+def _quantization_text(quantization: dict | None) -> str:
+    """How an INT8 model got its ranges: calibrated (PTQ) or learned (QAT)."""
+    if not quantization:
+        return ""
+    how = "quantization-aware trained" if quantization.get("mode") == "qat" else "calibrated"
+    return f" (INT8 QDQ, {how})"
+
+
 def model_card(name: str) -> str:
     """A markdown model card generated from the files of zoo model ``name``."""
     path = zoo_path(name)
@@ -218,8 +226,7 @@ def model_card(name: str) -> str:
         ("Classes", ", ".join(meta["classes"])),
         ("Input", _input_text(meta)),
         ("Architecture", meta["arch"] + (f" (backbone {backbone})" if backbone else "")),
-        ("Inference precision", str(meta.get("precision", "fp32"))
-         + (" (INT8 QDQ, calibrated)" if meta.get("quantization") else "")),
+        ("Inference precision", str(meta.get("precision", "fp32")) + _quantization_text(meta.get("quantization"))),
     ]
     if params is not None:
         model_rows.append(("Parameters", f"{params / 1e6:.2f} M"))
