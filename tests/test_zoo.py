@@ -136,9 +136,11 @@ def test_package_turns_a_run_into_a_zoo_entry(tmp_path) -> None:
     detector = load_detector(entry / "model.onnx")
     assert detector.metadata["training"]["epochs"] == 3
     assert len(detector([np.zeros((48, 64, 3), np.uint8)])) == 1
+    card = CliRunner().invoke(app, ["models", "card", str(entry)])  # a packaged entry has a card by path
+    assert card.exit_code == 0 and "# tiny" in card.output and "| Epochs | 3 |" in card.output
 
 
-def test_model_card_says_how_an_int8_model_got_its_ranges(tmp_path, monkeypatch) -> None:
+def test_model_card_says_how_an_int8_model_got_its_ranges(tmp_path) -> None:
     from gesturekit.optimize.quantize import export_qat_onnx, prepare_qat
 
     torch.manual_seed(0)
@@ -149,5 +151,5 @@ def test_model_card_says_how_an_int8_model_got_its_ranges(tmp_path, monkeypatch)
         det.export_forward(torch.randn(2, 3, 64, 64))
     (tmp_path / "det-qat").mkdir()
     export_qat_onnx(det.eval(), tmp_path / "det-qat" / "model.onnx", torch.zeros(1, 3, 64, 64))
-    monkeypatch.setattr(zoo, "ZOO_ROOT", tmp_path)
-    assert "| Inference precision | int8 (INT8 QDQ, quantization-aware trained) |" in zoo.model_card("det-qat")
+    card = zoo.model_card(str(tmp_path / "det-qat"))
+    assert "# det-qat" in card and "| Inference precision | int8 (INT8 QDQ, quantization-aware trained) |" in card

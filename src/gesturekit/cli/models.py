@@ -39,12 +39,13 @@ def list_models() -> None:
 
 @app.command()
 def card(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="A zoo model name (see gesturekit models list).",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A zoo model name (see gesturekit models list) or a "
+                                        "model directory (e.g. from gesturekit models package).",
                                         show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the card to this markdown file "
                                                    "instead of printing it.", show_default=False)] = None,
 ) -> None:
-    """Print the model card of a zoo model (markdown, generated from its files)."""
+    """Print the model card of a zoo model or model directory (markdown, generated from its files)."""
     from gesturekit.models.zoo import model_card
 
     text = model_card(name)

@@ -63,6 +63,15 @@ def zoo_path(name: str) -> Path:
     return ZOO_ROOT / name
 
 
+def model_dir(name_or_path: str) -> Path:
+    """The directory of a zoo model, or ``name_or_path`` itself when it is a directory holding
+    ``model.onnx`` or ``model.pt`` (e.g. one written by ``gesturekit models package``)."""
+    path = Path(name_or_path)
+    if path.is_dir() and ((path / ONNX).is_file() or (path / CHECKPOINT).is_file()):
+        return path
+    return zoo_path(name_or_path)
+
+
 def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -96,8 +105,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def zoo_metadata(name: str) -> dict[str, Any]:
-    """The model metadata of zoo model ``name`` (from ``model.onnx``, else ``model.pt``)."""
-    path = zoo_path(name)
+    """The model metadata of zoo model (or model directory) ``name`` (from ``model.onnx``, else ``model.pt``)."""
+    path = model_dir(name)
     if (path / ONNX).is_file():
         return read_onnx_metadata(path / ONNX)
     return check_metadata(_read_checkpoint(path / CHECKPOINT).get("metadata"), str(path / CHECKPOINT))
@@ -215,8 +224,8 @@ def _quantization_text(quantization: dict | None) -> str:
 
 
 def model_card(name: str) -> str:
-    """A markdown model card generated from the files of zoo model ``name``."""
-    path = zoo_path(name)
+    """A markdown model card generated from the files of zoo model (or model directory) ``name``."""
+    path = model_dir(name)
     meta = zoo_metadata(name)
     params = _parameter_count(path)
     backbone = meta["arch_kwargs"].get("backbone")
@@ -231,7 +240,7 @@ def model_card(name: str) -> str:
     if params is not None:
         model_rows.append(("Parameters", f"{params / 1e6:.2f} M"))
     model_rows.append(("Files", ", ".join(files)))
-    lines = [f"# {name}", "", *_table(model_rows, ("Property", "Value")), ""]
+    lines = [f"# {path.name}", "", *_table(model_rows, ("Property", "Value")), ""]
 
     metrics = _evaluation(path, meta)
     accuracy = {k: v for k, v in metrics.items() if not any(w in k.lower() for w in _SPEED_WORDS)}
