@@ -246,7 +246,7 @@ def main() -> None:
         prune_rows, pruned_paths = [], {}
         for threshold in args.thresholds:
             model = load_model_from_checkpoint(checkpoint)
-            report = prune_model(model, torch.zeros(batch_shape), threshold, "union")
+            report = prune_model(model, torch.zeros(batch_shape), threshold)  # -eq union, l2: the defaults
             path = export_onnx(model, work / f"pruned-{threshold:g}.onnx", torch.zeros(batch_shape))
             pruned_paths[f"pruned-{threshold:g}"] = path
             prune_rows.append((threshold, report, path))

@@ -19,6 +19,7 @@ from gesturekit.errors import GesturekitError
 from gesturekit.models import create_model
 from gesturekit.models.metadata import classifier_metadata
 from gesturekit.optimize.prune import (
+    ChannelSelection,
     equalize,
     kept_count,
     layer_widths,
@@ -64,8 +65,8 @@ B_NORMS = [1.0] * 4 + [0.1] * 4 + [0.8] * 4 + [0.1] * 4
 ])
 def test_equalization_modes_on_a_residual_group(mode: str, kept: list[int]) -> None:
     model = TwoBranches(A_NORMS, B_NORMS)
-    _, plans = plan_pruning(model, torch.randn(1, 3, 8, 8), threshold=0.5, equalization=mode,
-                            min_channels=1, granularity=1)
+    _, plans = plan_pruning(model, torch.randn(1, 3, 8, 8), threshold=0.5,
+                            selection=ChannelSelection(equalization=mode, min_channels=1, granularity=1))
     assert len(plans) == 1 and plans[0].keep == kept
     assert set(plans[0].layers) == {"a", "b"}
 
@@ -90,7 +91,7 @@ def test_prune_detector_removes_channels_and_reloads(tmp_path) -> None:
     model = _detector()
     before = layer_widths(model)
     x = torch.randn(1, 3, SIZE, SIZE)
-    report = prune_model(model, x, threshold=0.7, equalization="intersection", granularity=8)
+    report = prune_model(model, x, threshold=0.7, selection=ChannelSelection("intersection", granularity=8))
 
     after = layer_widths(model)
     narrowed = {n for n in after if after[n] < before[n]}
@@ -126,7 +127,8 @@ def test_prune_classifier_keeps_its_outputs() -> None:
         if isinstance(m, nn.BatchNorm2d):
             nn.init.uniform_(m.weight, 0.0, 1.0)
     x = torch.randn(2, 3, SIZE, SIZE)
-    report = prune_model(model, x[:1], threshold=0.3, equalization="geometric_mean", criterion="bn_scale")
+    report = prune_model(model, x[:1], threshold=0.3,
+                         selection=ChannelSelection("geometric_mean", criterion="bn_scale"))
     assert report.after.params < report.before.params
     assert model.classifier.out_features == 6
     assert model.classifier.in_features == model.backbone.stages[-1][-1][0].out_channels
@@ -156,3 +158,12 @@ def test_prune_cli(tmp_path) -> None:
     assert report["settings"]["equalization"] == "intersection" and report["input_shape"] == [1, 3, SIZE, SIZE]
     assert report["after"]["params"] < report["before"]["params"]
     assert load_pruned_checkpoint(out).metadata["pruned"] is True
+
+
+def test_channel_selection_rejects_unknown_settings() -> None:
+    with pytest.raises(GesturekitError, match="equalization: unknown mode 'max'"):
+        ChannelSelection("max")  # type: ignore[arg-type]
+    with pytest.raises(GesturekitError, match="criterion: unknown criterion 'l1'"):
+        ChannelSelection(criterion="l1")  # type: ignore[arg-type]
+    with pytest.raises(GesturekitError, match=">= 1"):
+        ChannelSelection(granularity=0)

@@ -14,7 +14,7 @@ from rich.table import Table
 from gesturekit.errors import GesturekitError
 
 if TYPE_CHECKING:  # the heavy modules (torch, torch-pruning) load when a command runs
-    from gesturekit.optimize.prune import PruneReport
+    from gesturekit.optimize.prune import ChannelSelection, PruneReport
     from gesturekit.optimize.search import SearchResult
 
 
@@ -76,8 +76,7 @@ def _parse_thresholds(text: str) -> list[float]:
 
 
 def _search(model: Path, output: Path, spec_path: Path, target_drop: float, thresholds: str | None,
-            retrain_epochs: int, work_dir: Path | None, equalization: str, criterion: str, min_channels: int,
-            granularity: int, device: str | None) -> None:
+            retrain_epochs: int, work_dir: Path | None, selection: ChannelSelection, device: str | None) -> None:
     from gesturekit.config.base import load_spec
     from gesturekit.config.specs import ClassifierSpec, DetectorSpec
     from gesturekit.engine.checkpoint import load_checkpoint
@@ -89,8 +88,7 @@ def _search(model: Path, output: Path, spec_path: Path, target_drop: float, thre
     result = search_threshold(
         model, spec, spec_metric(spec), target_drop, work_dir=work,
         thresholds=_parse_thresholds(thresholds) if thresholds else None, retrain_epochs=retrain_epochs,
-        equalization=equalization, criterion=criterion, min_channels=min_channels, granularity=granularity,
-        device=device)
+        selection=selection, device=device)
     console = Console()
     console.print(search_table(result))
     console.print(f"trade-off curve: {result.curve_json}, {result.curve_png}")
@@ -155,11 +153,13 @@ def prune(
     """
     if output.resolve() == model.resolve():
         raise GesturekitError(f"{output}: the output would overwrite the input checkpoint")
+    from gesturekit.optimize.prune import ChannelSelection
+
+    selection = ChannelSelection(equalization.value, criterion.value, min_channels, granularity)
     if target_drop is not None:
         if spec is None:
             raise GesturekitError("--target-drop needs the training spec: pass -e/--spec SPEC")
-        _search(model, output, spec, target_drop, thresholds, retrain_epochs, work_dir, equalization.value,
-                criterion.value, min_channels, granularity, device)
+        _search(model, output, spec, target_drop, thresholds, retrain_epochs, work_dir, selection, device)
         return
     import torch
 
@@ -171,8 +171,7 @@ def prune(
     size = input_size or net.metadata.get("input_size")
     if not isinstance(size, int):
         raise GesturekitError(f"{model}: metadata.input_size is missing; pass --input-size")
-    result = prune_model(net, torch.zeros(1, 3, size, size), threshold, equalization.value, criterion.value,
-                         min_channels, granularity)
+    result = prune_model(net, torch.zeros(1, 3, size, size), threshold, selection)
     save_pruned_checkpoint(output, net, result, spec=state.get("spec"))
     report_path = report or output.with_suffix(".prune.json")
     result.save(report_path)

@@ -46,6 +46,30 @@ CRITERIA: tuple[str, ...] = ("l2", "bn_scale")
 REBUILD_INPUT = (1, 3, 64, 64)
 
 
+@dataclass(frozen=True)
+class ChannelSelection:
+    """How a threshold picks channels (the module docstring): TAO's ``-eq`` and the importance
+    criterion, a floor of ``min_channels`` per group, kept counts rounded up to ``granularity``.
+
+    Raises:
+        GesturekitError: an unknown equalization or criterion, or a floor or granularity below 1.
+    """
+
+    equalization: Equalization = "union"
+    criterion: Criterion = "l2"
+    min_channels: int = 8
+    granularity: int = 8
+
+    def __post_init__(self) -> None:
+        if self.equalization not in EQUALIZATIONS:
+            raise GesturekitError(f"equalization: unknown mode {self.equalization!r} "
+                                  f"(known: {', '.join(EQUALIZATIONS)})")
+        if self.criterion not in CRITERIA:
+            raise GesturekitError(f"criterion: unknown criterion {self.criterion!r} (known: {', '.join(CRITERIA)})")
+        if self.granularity < 1 or self.min_channels < 1:
+            raise GesturekitError("granularity and min_channels must be >= 1")
+
+
 class _Exported(nn.Module):
     """``model.export_forward`` (or ``model.forward``) as ``forward``, for tracing and op counting."""
 
@@ -173,10 +197,7 @@ def plan_pruning(
     model: nn.Module,
     example_inputs: torch.Tensor,
     threshold: float,
-    equalization: Equalization = "union",
-    criterion: Criterion = "l2",
-    min_channels: int = 8,
-    granularity: int = 8,
+    selection: ChannelSelection = ChannelSelection(),
     ignored_layers: list[nn.Module] | None = None,
 ) -> tuple[tp.DependencyGraph, list[GroupPlan]]:
     """Decide which channels each coupled group keeps; the model is not changed.
@@ -185,30 +206,23 @@ def plan_pruning(
         model: the model (traced through ``export_forward`` when it has one).
         example_inputs: [B,3,H,W] input for tracing.
         threshold: channels whose combined normalised importance is below it are removed.
-        equalization: how the coupled layers' importances combine.
-        criterion: ``l2`` (weight norm) or ``bn_scale`` (BatchNorm |gamma|).
-        min_channels: a group keeps at least this many channels (or all it has, if fewer).
-        granularity: the kept count is rounded up to a multiple of this.
+        selection: how the coupled layers' importances combine (equalization), the criterion
+            (``l2`` weight norm or ``bn_scale`` BatchNorm |gamma|), the floor per group (or all
+            channels it has, if fewer) and the granularity of kept counts.
         ignored_layers: layers whose output channels stay; default ``output_layers(model)``.
 
     Returns:
         The dependency graph and one plan per group that loses channels.
     """
-    if equalization not in EQUALIZATIONS:
-        raise GesturekitError(f"equalization: unknown mode {equalization!r} (known: {', '.join(EQUALIZATIONS)})")
-    if criterion not in CRITERIA:
-        raise GesturekitError(f"criterion: unknown criterion {criterion!r} (known: {', '.join(CRITERIA)})")
-    if granularity < 1 or min_channels < 1:
-        raise GesturekitError("granularity and min_channels must be >= 1")
     names = {m: n for n, m in model.named_modules()}
     dg = _build_graph(model, example_inputs)
     ignored = output_layers(model) if ignored_layers is None else list(ignored_layers)
     plans = []
     for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)):
-        importance, scored = _group_importance(dg, group, criterion, equalization, names)
+        importance, scored = _group_importance(dg, group, selection.criterion, selection.equalization, names)
         if importance is None:
             continue
-        keep = kept_count(importance, threshold, min_channels, granularity)
+        keep = kept_count(importance, threshold, selection.min_channels, selection.granularity)
         if keep == importance.numel():
             continue
         kept = sorted(torch.argsort(importance, descending=True, stable=True)[:keep].tolist())
@@ -285,10 +299,7 @@ def prune_model(
     model: nn.Module,
     example_inputs: torch.Tensor,
     threshold: float,
-    equalization: Equalization = "union",
-    criterion: Criterion = "l2",
-    min_channels: int = 8,
-    granularity: int = 8,
+    selection: ChannelSelection = ChannelSelection(),
 ) -> PruneReport:
     """Prune ``model`` in place (see the module docstring) and report its size before and after.
 
@@ -297,7 +308,7 @@ def prune_model(
     Args:
         model: a gesturekit model; left in eval mode.
         example_inputs: [1,3,H,W] input used for tracing, op counting and the ONNX export.
-        threshold, equalization, criterion, min_channels, granularity: see ``plan_pruning``.
+        threshold, selection: see ``plan_pruning``.
 
     Returns:
         The report (``PruneReport.save`` writes it as JSON).
@@ -311,7 +322,7 @@ def prune_model(
     model.eval()
     widths_before = layer_widths(model)
     before = model_stats(model, example_inputs)
-    dg, plans = plan_pruning(model, example_inputs, threshold, equalization, criterion, min_channels, granularity)
+    dg, plans = plan_pruning(model, example_inputs, threshold, selection)
     _apply(model, dg, plans)
     widths = layer_widths(model)
     meta = dict(getattr(model, "metadata", {}) or {})
@@ -319,9 +330,7 @@ def prune_model(
     meta["pruned"] = True
     meta["pruned_channels"] = {**meta.get("pruned_channels", {}), **changed}
     model.metadata = meta
-    settings = {"threshold": threshold, "equalization": equalization, "criterion": criterion,
-                "min_channels": min_channels, "granularity": granularity}
-    return PruneReport(settings, list(example_inputs.shape), before, model_stats(model, example_inputs),
+    return PruneReport({"threshold": threshold, **asdict(selection)}, list(example_inputs.shape), before, model_stats(model, example_inputs),
                        {n: (widths_before[n], widths[n]) for n in widths})
 
 

@@ -34,8 +34,7 @@ from gesturekit.engine.checkpoint import LAST, load_checkpoint
 from gesturekit.errors import GesturekitError
 from gesturekit.io import atomic_write_bytes, atomic_write_json
 from gesturekit.optimize.prune import (
-    Criterion,
-    Equalization,
+    ChannelSelection,
     PruneReport,
     model_from_state,
     model_stats,
@@ -200,10 +199,7 @@ def search_threshold(
     work_dir: Path,
     thresholds: Sequence[float] | None = None,
     retrain_epochs: int = 1,
-    equalization: Equalization = "union",
-    criterion: Criterion = "l2",
-    min_channels: int = 8,
-    granularity: int = 8,
+    selection: ChannelSelection = ChannelSelection(),
     device: str | None = None,
 ) -> SearchResult:
     """Find the largest pruning threshold whose pruned and retrained model stays within ``target_drop``.
@@ -218,7 +214,7 @@ def search_threshold(
         target_drop: the largest acceptable drop, in percentage points of the metric.
         thresholds: thresholds in [0, 1] to try; default ``DEFAULT_THRESHOLDS``.
         retrain_epochs: epochs of retraining after each pruning.
-        equalization, criterion, min_channels, granularity: see ``optimize.prune.plan_pruning``.
+        selection: how each threshold picks channels (``optimize.prune.ChannelSelection``).
         device: training device (default: CUDA if available).
 
     Raises:
@@ -239,7 +235,7 @@ def search_threshold(
     for threshold in grid:
         run_dir = Path(work_dir) / f"pth_{threshold:g}"
         model = model_from_state(state, str(checkpoint))
-        report = prune_model(model, example, threshold, equalization, criterion, min_channels, granularity)
+        report = prune_model(model, example, threshold, selection)
         pruned = save_pruned_checkpoint(run_dir / PRUNED, model, report, spec=state.get("spec"))
         _train(retrain_spec(spec, pruned, retrain_epochs), run_dir, device)
         metric = float(eval_fn(model_from_state(load_checkpoint(run_dir / LAST), str(run_dir / LAST))))
