@@ -23,11 +23,19 @@ DetectionTransform = Callable[
 ClassificationTransform = Callable[[torch.Tensor, BoxTuple], torch.Tensor]
 
 
-def _read_image(path: Path) -> torch.Tensor:
+def _load_image(source: Pack | Path, index: int) -> torch.Tensor:
+    """Record ``index`` of a pack, or the image file ``source``: uint8 [3, H, W]."""
+    if isinstance(source, Pack):
+        return source.image(index)
     try:
-        return read_rgb(path)
+        return read_rgb(source)
     except OSError as exc:
-        raise GesturekitError(f"{path}: cannot read image: {exc}") from None
+        raise GesturekitError(f"{source}: cannot read image: {exc}") from None
+
+
+def _require_items(items: Sequence[object], split: str, sources: Sequence[str | Path]) -> None:
+    if not items:
+        raise GesturekitError(f"no images of split {split!r} in {', '.join(map(str, sources))}")
 
 
 def _pack_records(path: Path, kind: str, split: str) -> tuple[Pack, list[PackRecord]]:
@@ -84,8 +92,7 @@ class DetectionDataset(Dataset):
                 ids = [_class_index(label, self.classes, class_map or {}, source) for label in item.labels]
                 boxes = torch.tensor(item.boxes, dtype=torch.float32).reshape(-1, 4)
                 self._items.append((item, boxes, torch.tensor(ids, dtype=torch.int64)))
-        if not self._items:
-            raise GesturekitError(f"no images of split {split!r} in {', '.join(map(str, sources))}")
+        _require_items(self._items, split, sources)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -106,7 +113,7 @@ class FrameItem:
 
     def load(self) -> torch.Tensor:
         """The uint8 image [3, H, W]."""
-        return self.source.image(self.index) if isinstance(self.source, Pack) else _read_image(self.source)
+        return _load_image(self.source, self.index)
 
 
 def frame_items(source: Path, split: str) -> list[FrameItem]:
@@ -166,8 +173,7 @@ class ClassificationDataset(Dataset):
             for item in crop_items(source, split):
                 self._items.append(item)
                 self.targets.append(_class_index(item.label, self.classes, class_map or {}, source))
-        if not self._items:
-            raise GesturekitError(f"no images of split {split!r} in {', '.join(map(str, sources))}")
+        _require_items(self._items, split, sources)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -188,7 +194,7 @@ class CropItem:
 
     def load(self) -> tuple[torch.Tensor, BoxTuple]:
         """The uint8 image [3, H, W] and the hand box in it (the whole image for a tight crop)."""
-        image = self.source.image(self.index) if isinstance(self.source, Pack) else _read_image(self.source)
+        image = _load_image(self.source, self.index)
         box = self.box or (0.0, 0.0, float(image.shape[-1]), float(image.shape[-2]))
         return image, box
 
