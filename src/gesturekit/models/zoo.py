@@ -8,8 +8,6 @@ metadata), ``spec.yaml`` (the training spec), ``eval.json`` (evaluation results)
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 import yaml
 
+from gesturekit.engine.checkpoint import load_checkpoint
 from gesturekit.errors import GesturekitError
 from gesturekit.models.metadata import check_metadata, read_onnx_metadata
 
@@ -72,16 +71,6 @@ def model_dir(name_or_path: str) -> Path:
     return zoo_path(name_or_path)
 
 
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile):
-        raise GesturekitError(f"{path}: not a readable checkpoint") from None
-    if not isinstance(state, dict):
-        raise GesturekitError(f"{path}: not a checkpoint dict")
-    return state
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -109,7 +98,7 @@ def zoo_metadata(name: str) -> dict[str, Any]:
     path = model_dir(name)
     if (path / ONNX).is_file():
         return read_onnx_metadata(path / ONNX)
-    return check_metadata(_read_checkpoint(path / CHECKPOINT).get("metadata"), str(path / CHECKPOINT))
+    return check_metadata(load_checkpoint(path / CHECKPOINT).get("metadata"), str(path / CHECKPOINT))
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -153,7 +142,7 @@ def _parameter_count(path: Path) -> int | None:
     """Learnable parameters from ``model.pt`` (batch-norm statistics excluded)."""
     if not (path / CHECKPOINT).is_file():
         return None
-    weights = _read_checkpoint(path / CHECKPOINT).get("model") or {}
+    weights = load_checkpoint(path / CHECKPOINT).get("model") or {}
     return sum(t.numel() for k, t in weights.items() if isinstance(t, torch.Tensor) and not k.endswith(_BN_BUFFERS))
 
 
