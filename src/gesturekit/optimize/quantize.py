@@ -431,14 +431,18 @@ def fold_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
             folded[node.output[0]] = source.astype(helper.tensor_dtype_to_np_dtype(to))
         else:
             kept.append(node)
-    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
-    graph.ClearField("node")
-    graph.node.extend(kept)
-    graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in folded.items() if k in used)
-    unused = [t for t in graph.initializer if t.name not in used]
-    for t in unused:
-        graph.initializer.remove(t)
+    _replace_nodes(graph, kept, [numpy_helper.from_array(np.asarray(v), k) for k, v in folded.items()])
     return proto
+
+
+def _replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto]) -> None:
+    """Give ``graph`` these nodes, add the initializers, and drop every initializer no node reads."""
+    used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    graph.initializer.extend(initializers)
+    for t in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(t)
 
 
 def store_int8_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -464,12 +468,7 @@ def store_int8_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
         info = np.iinfo(zero.dtype)
         q = np.round(weight / scale.reshape(shape)) + zero.reshape(shape).astype(np.int64)
         quantized.append(numpy_helper.from_array(np.clip(q, info.min, info.max).astype(zero.dtype), node.output[0]))
-    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
-    graph.ClearField("node")
-    graph.node.extend(kept)
-    graph.initializer.extend(quantized)
-    for t in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(t)
+    _replace_nodes(graph, kept, quantized)
     return proto
 
 
