@@ -222,6 +222,8 @@ def test_export_command_qat_checkpoint_exports_its_learned_ranges(kitti, tmp_pat
     assert torch.allclose(reloaded.export_forward(x)[1], model.eval().export_forward(x)[1], atol=1e-6)
     with pytest.raises(GesturekitError, match="cannot be pruned"):
         prune_model(reloaded, torch.zeros(1, 3, SIZE, SIZE), 0.5)
+    with pytest.raises(GesturekitError, match="int8 only"):
+        export_precision(reloaded, tmp_path / "fp16.onnx", x, "fp16")
 
     app = typer.Typer()
     app.command()(export_cli.export)

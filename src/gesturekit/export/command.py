@@ -149,13 +149,7 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
                           f"({calibration_split}), target {target}; cache {escape(str(cache))}")
     size = int(meta["input_size"])
     side = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if meta["task"] == "detection" else size
-    example = torch.zeros(1, 3, side, side)
-    if qat:
-        from gesturekit.optimize.quantize import export_qat_onnx
-
-        path = export_qat_onnx(net, output, example)
-    else:
-        path = export_precision(net, output, example, precision, calibration, cache, target, opset)
+    path = export_precision(net, output, torch.zeros(1, 3, side, side), precision, calibration, cache, target, opset)
     how = "QAT ranges" if qat else precision
     console.print(f"wrote {escape(str(path))} ({how}, {path.stat().st_size / 1e6:.1f} MB) from "
                   f"{escape(str(checkpoint))}")

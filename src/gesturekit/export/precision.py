@@ -7,7 +7,8 @@
 - ``int8``: post-training calibration of the FP32 export (``optimize.quantize.calibrate_int8``):
   QDQ with per-channel weights; ``onnxruntime`` target for the CPU runtime, ``tensorrt`` for
   TensorRT's explicit quantization. The tensor ranges go to a JSON calibration cache that a later
-  export reuses without images.
+  export reuses without images. A quantization-aware (QAT) model needs no calibration: its learned
+  ranges are exported (``optimize.quantize.export_qat_onnx``), and only as ``int8``.
 
 The gesturekit metadata gains ``precision`` (``fp16``/``int8``) and, for INT8, ``quantization``.
 """
@@ -31,7 +32,7 @@ from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import export_onnx
 from gesturekit.io import atomic_write_bytes
 from gesturekit.models.metadata import ONNX_KEY
-from gesturekit.optimize.quantize import Target, calibrate_int8
+from gesturekit.optimize.quantize import Target, calibrate_int8, export_qat_onnx
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -128,16 +129,24 @@ def export_precision(
         model: a gesturekit model (``export_forward``, ``metadata``).
         out_path: the ``.onnx`` file to write.
         example: float32 [1,3,H,W] input for tracing.
-        calibration: INT8 only: calibration inputs (see ``quantize_int8``).
+        calibration: INT8 only: calibration inputs (see ``quantize_int8``); unused for a QAT model.
         cache_path: INT8 only: the calibration cache; default ``default_calibration_cache(out_path)``.
         target: INT8 only: ``onnxruntime`` or ``tensorrt``.
         opset: ONNX opset version.
 
     Returns:
         ``out_path``.
+
+    Raises:
+        GesturekitError: an unknown precision, or a QAT model at a precision other than int8.
     """
     if precision not in PRECISIONS:
         raise GesturekitError(f"precision: unknown precision {precision!r} ({', '.join(PRECISIONS)})")
+    if (getattr(model, "metadata", None) or {}).get("qat"):
+        if precision != "int8":
+            raise GesturekitError("a quantization-aware (QAT) model exports as int8 only (its fake quantization "
+                                  "becomes QDQ)")
+        return export_qat_onnx(model, out_path, example)
     if precision == "fp32":
         return export_onnx(model, out_path, example, opset)
     with tempfile.TemporaryDirectory() as tmp:
