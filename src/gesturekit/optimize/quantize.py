@@ -51,10 +51,7 @@ training spec's ``qat_target`` sets, default ``onnxruntime``; recorded as
   hold 0, so the output of a ReLU/ReLU6 (min >= 0) gets zero point 0: ONNX Runtime then drops
   the ReLU/Clip before a ``QuantizeLinear`` (it checks that the quantized range lies within the
   clip range) and runs every convolution but the float output layers as ``QLinearConv``: the
-  fast choice for the CPU runtime. Shipped hand detector, 2 threads, 640x480 frame, quiet
-  machine (``benchmarks/optimize_detector.py``, medians): FP32 10.5 ms, PTQ 6.5 ms (1.63x), QAT
-  after 25 epochs of fake-quant fine-tuning 6.3 ms (1.68x); AP@0.5 within about 1 point of FP32
-  (worst: PTQ -0.79 and QAT -1.00 on the EgoHands test split).
+  fast choice for the CPU runtime (latency and AP of each: ``benchmarks/results/optimize_detector.json``).
 - ``tensorrt``: activations and weights symmetric INT8 (zero point 0), weights per channel,
   activations per tensor: what TensorRT's explicit quantization accepts. ONNX Runtime runs it
   too, but keeps ReLU6 (the INT8 range reaches below 0) and the depthwise convolutions in float,
