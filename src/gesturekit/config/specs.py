@@ -151,6 +151,14 @@ class DetectorModel(StrictModel):
     strides: list[Literal[4, 8, 16, 32]] = Field(default_factory=lambda: [8])
 
 
+class Distillation(StrictModel):
+    """Knowledge distillation: a trained detector's dense outputs as extra soft targets, e.g. the
+    unpruned model while a pruned one retrains (``DetectNetV2.distillation_loss``)."""
+
+    teacher_model_file: ExistingPath
+    weight: PositiveFloat = 1.0
+
+
 class DetectionPostprocessing(StrictModel):
     clustering: Literal["nms", "dbscan"] = "nms"
     coverage_threshold: Fraction = 0.05
@@ -177,6 +185,7 @@ class DetectorSpec(StrictModel):
     postprocessing: DetectionPostprocessing = DetectionPostprocessing()
     evaluation: DetectionEvaluation = DetectionEvaluation()
     class_weights: dict[str, PositiveFloat] = Field(default_factory=dict)
+    distillation: Distillation | None = None
 
     @model_validator(mode="after")
     def _classes_known(self) -> "DetectorSpec":

@@ -79,6 +79,7 @@ class DetectNetV2(nn.Module):
         self.register_buffer("class_weights", torch.tensor(class_weights or [1.0] * num_classes), persistent=False)
         self.postprocessing = dict(postprocessing or {})
         self.metadata: dict[str, Any] = {}
+        self._teacher: tuple[DetectNetV2, float] | None = None  # set_teacher
 
     # ---------------------------------------------------------------- dense outputs
     def forward_levels(self, images: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -123,9 +124,56 @@ class DetectNetV2(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
-            return self.compute_loss(self.forward_levels(images), targets)
+            levels = self.forward_levels(images)
+            losses = self.compute_loss(levels, targets)
+            if self._teacher is not None:
+                teacher, weight = self._teacher
+                with torch.no_grad():
+                    teacher_levels = teacher.to(images.device).forward_levels(images)
+                losses.update({k: weight * v for k, v in self.distillation_loss(levels, teacher_levels).items()})
+            return losses
         boxes, scores = self.export_forward(images)
         return postprocess(boxes, scores, **self.postprocessing)
+
+    # ---------------------------------------------------------------- distillation
+    def set_teacher(self, teacher: DetectNetV2 | None, weight: float = 1.0) -> None:
+        """Distil from ``teacher`` while training (``None`` stops): its dense outputs become soft
+        targets (``distillation_loss``), added to the loss times ``weight``.
+
+        The teacher is frozen, kept in eval mode and out of this model's modules, parameters and
+        ``state_dict``, so checkpoints and exports hold the student alone.
+
+        Raises:
+            ValueError: the teacher's strides or classes differ from this model's.
+        """
+        if teacher is not None and (teacher.strides != self.strides or teacher.num_classes != self.num_classes):
+            raise ValueError(f"the teacher (strides {teacher.strides}, {teacher.num_classes} classes) does not "
+                             f"match the student (strides {self.strides}, {self.num_classes} classes)")
+        self._teacher = None if teacher is None else (teacher.eval().requires_grad_(False), float(weight))
+
+    def distillation_loss(self, levels, teacher_levels) -> dict[str, torch.Tensor]:
+        """Dense distillation from a teacher's ``forward_levels`` on the same images.
+
+        Coverage: Bernoulli KL divergence from the teacher's coverage to the student's, per cell.
+        Boxes: GIoU loss to the teacher's decoded boxes, each cell weighted by the teacher's
+        coverage. Both are normalised by the teacher's total coverage (its soft count of positive
+        cells), as ``compute_loss`` normalises by the positive cells. Unlike the labels, the
+        teacher also speaks for unlabelled hands and for cells near a box's edge.
+        """
+        kl = box_loss = levels[0][1].sum() * 0.0
+        mass = torch.zeros((), device=kl.device)
+        for (stride, cov, box), (_, teacher_cov, teacher_box) in zip(levels, teacher_levels):
+            student_logits, teacher_logits = cov.float(), teacher_cov.float()
+            soft = torch.sigmoid(teacher_logits)
+            kl = kl + (F.binary_cross_entropy_with_logits(student_logits, soft, reduction="sum")
+                       - F.binary_cross_entropy_with_logits(teacher_logits, soft, reduction="sum"))
+            weight = soft.flatten(2).transpose(1, 2)  # [B,P,C]
+            giou = generalized_box_iou_loss(self._decode_level(stride, box).reshape(-1, 4),
+                                            self._decode_level(stride, teacher_box).reshape(-1, 4), reduction="none")
+            box_loss = box_loss + (giou.view_as(weight) * weight).sum()
+            mass = mass + weight.sum()
+        norm = mass.clamp(min=1.0)
+        return {"loss_distill_coverage": kl / norm, "loss_distill_bbox": 2.0 * box_loss / norm}
 
     # ---------------------------------------------------------------- training targets and loss
     def _level_of(self, sizes: torch.Tensor) -> torch.Tensor:

@@ -11,9 +11,13 @@ from torch.utils.data import Dataset
 from gesturekit.config.specs import DetectorSpec
 from gesturekit.data.datasets import DetectionDataset, detection_collate
 from gesturekit.data.transforms import detection_eval_transform, detection_train_transform
+from gesturekit.engine.checkpoint import load_checkpoint
 from gesturekit.engine.distributed import RuntimeContext
+from gesturekit.errors import GesturekitError
 from gesturekit.metrics.detection import evaluate_detection
+from gesturekit.models.detector import DetectNetV2
 from gesturekit.models.metadata import detector_metadata, postprocessing_from_spec
+from gesturekit.optimize.prune import model_from_state
 from gesturekit.training import common
 
 
@@ -30,12 +34,27 @@ def detector_arch_kwargs(spec: DetectorSpec) -> dict[str, Any]:
 
 
 def build_detector(spec: DetectorSpec, is_main: bool = True) -> nn.Module:
-    """The detector the spec describes, initialised as it says, with its metadata attached."""
+    """The detector the spec describes, initialised as it says, with its metadata attached and,
+    with a ``distillation`` section, its teacher set."""
     kwargs = detector_arch_kwargs(spec)
     model = common.init_model(spec.model, kwargs, is_main)
     metadata = detector_metadata(spec.model.arch, kwargs, spec.dataset.classes, spec.augmentation.input_size,
                                  kwargs["postprocessing"])
+    if spec.distillation is not None:
+        set_teacher(model, spec.distillation.teacher_model_file, spec.distillation.weight)
     return common.with_metadata(model, metadata)
+
+
+def set_teacher(model: nn.Module, teacher_file: Path, weight: float) -> None:
+    """Load a trained detector checkpoint (plain, pruned or QAT) as ``model``'s distillation teacher."""
+    teacher = model_from_state(load_checkpoint(teacher_file), str(teacher_file))
+    if not isinstance(teacher, DetectNetV2) or not isinstance(model, DetectNetV2):
+        raise GesturekitError(f"distillation.teacher_model_file: {teacher_file}: distillation needs two "
+                              f"detectnet_v2 models, got {type(teacher).__name__} -> {type(model).__name__}")
+    try:
+        model.set_teacher(teacher, weight)
+    except ValueError as err:
+        raise GesturekitError(f"distillation.teacher_model_file: {teacher_file}: {err}") from None
 
 
 def detection_validator(spec: DetectorSpec, dataset: Dataset, ctx: RuntimeContext):
