@@ -17,7 +17,6 @@ from gesturekit.errors import GesturekitError
 from gesturekit.metrics.detection import evaluate_detection
 from gesturekit.models.detector import DetectNetV2
 from gesturekit.models.metadata import detector_metadata, postprocessing_from_spec
-from gesturekit.optimize.prune import model_from_state
 from gesturekit.training import common
 
 
@@ -47,6 +46,8 @@ def build_detector(spec: DetectorSpec, is_main: bool = True) -> nn.Module:
 
 def set_teacher(model: nn.Module, teacher_file: Path, weight: float) -> None:
     """Load a trained detector checkpoint (plain, pruned or QAT) as ``model``'s distillation teacher."""
+    from gesturekit.optimize.prune import model_from_state  # rebuilds pruned and QAT models (as init_model)
+
     teacher = model_from_state(load_checkpoint(teacher_file), str(teacher_file))
     if not isinstance(teacher, DetectNetV2) or not isinstance(model, DetectNetV2):
         raise GesturekitError(f"distillation.teacher_model_file: {teacher_file}: distillation needs two "
