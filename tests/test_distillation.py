@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import kitti_line, write_kitti
+
 from gesturekit.config.base import validate_spec
 from gesturekit.config.specs import DetectorSpec
 from gesturekit.engine.checkpoint import load_checkpoint
