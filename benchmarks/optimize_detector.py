@@ -354,6 +354,8 @@ def write_zoo_entry(out: Path, int8: Path, source: Path, row: dict, base_ms: flo
                     shape: list[int], qat: Path | None) -> None:
     """The INT8 zoo entry: model.onnx, spec.yaml, eval.json, and the PTQ calibration cache or the
     QAT checkpoint (``model.pt``, its training spec as ``spec.yaml``)."""
+    # read before the stale files go: the QAT checkpoint may be out/model.pt itself
+    state = None if qat is None else torch.load(qat, map_location="cpu", weights_only=True)
     for stale in (out / "model.pt", default_calibration_cache(out / "model.onnx")):
         stale.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -366,7 +368,6 @@ def write_zoo_entry(out: Path, int8: Path, source: Path, row: dict, base_ms: flo
                "calibration": f"{calibration['images']} training images of {', '.join(calibration['sources'])} "
                               f"({calibration['method']})"}
     else:
-        state = torch.load(qat, map_location="cpu", weights_only=True)
         torch.save({k: state[k] for k in ("model", "metadata", "epoch", "spec", "version") if k in state},
                    out / "model.pt")
         atomic_write_bytes(out / "spec.yaml", yaml.safe_dump(state["spec"], sort_keys=False).encode())
