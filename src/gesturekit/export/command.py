@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import typer
-from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -17,7 +16,7 @@ from torch import nn
 
 from gesturekit.errors import GesturekitError
 from gesturekit.export import FP32_TOLERANCE
-from gesturekit.evaluation.detection import evaluate_detector_on
+from gesturekit.evaluation.detection import evaluate_detector_on, read_rgb
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import default_calibration_cache, export_precision
@@ -30,14 +29,6 @@ from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError):
-        raise GesturekitError(f"{path}: not a readable image") from None
 
 
 def _preprocess(meta: dict, rgb: np.ndarray) -> np.ndarray:
@@ -69,7 +60,7 @@ def parity_inputs(meta: dict, images_dir: Path | None, count: int) -> tuple[list
     files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
     if not files:
         raise GesturekitError(f"{images_dir}: no .jpg/.jpeg/.png/.bmp image")
-    return _batches([_preprocess(meta, _read_rgb(p)) for p in files]), f"{len(files)} images of {images_dir}"
+    return _batches([_preprocess(meta, read_rgb(p)) for p in files]), f"{len(files)} images of {images_dir}"
 
 
 def _parity_batches(meta: dict, images: Path | None, sources: list[Path], split: str,

@@ -128,8 +128,10 @@ class DetectNetV2(nn.Module):
             losses = self.compute_loss(levels, targets)
             if self._teacher is not None:
                 teacher, weight = self._teacher
+                if teacher.class_weights.device != images.device:  # follow the student (fit moves it once)
+                    teacher.to(images.device)
                 with torch.no_grad():
-                    teacher_levels = teacher.to(images.device).forward_levels(images)
+                    teacher_levels = teacher.forward_levels(images)
                 losses.update({k: weight * v for k, v in self.distillation_loss(levels, teacher_levels).items()})
             return losses
         boxes, scores = self.export_forward(images)
@@ -160,8 +162,7 @@ class DetectNetV2(nn.Module):
         cells), as ``compute_loss`` normalises by the positive cells. Unlike the labels, the
         teacher also speaks for unlabelled hands and for cells near a box's edge.
         """
-        kl = box_loss = levels[0][1].sum() * 0.0
-        mass = torch.zeros((), device=kl.device)
+        kl = box_loss = mass = 0.0
         for (stride, cov, box), (_, teacher_cov, teacher_box) in zip(levels, teacher_levels):
             student_logits, teacher_logits = cov.float(), teacher_cov.float()
             soft = torch.sigmoid(teacher_logits)
@@ -172,7 +173,7 @@ class DetectNetV2(nn.Module):
                                             self._decode_level(stride, teacher_box).reshape(-1, 4), reduction="none")
             box_loss = box_loss + (giou.view_as(weight) * weight).sum()
             mass = mass + weight.sum()
-        norm = mass.clamp(min=1.0)
+        norm = torch.clamp(mass, min=1.0)
         return {"loss_distill_coverage": kl / norm, "loss_distill_bbox": 2.0 * box_loss / norm}
 
     # ---------------------------------------------------------------- training targets and loss
