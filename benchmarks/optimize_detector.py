@@ -29,10 +29,12 @@ pruning targets are about.
 The INT8 targets are judged on ``int8-qat`` when ``--qat`` is given, else on ``int8-ptq``.
 ``--zoo-int8 DIR`` writes that model as a zoo entry: ``model.onnx``, ``spec.yaml``, ``eval.json``
 and, for PTQ, ``model.calib.json``; for QAT, ``model.pt`` (the QAT checkpoint, so that
-``gesturekit export`` can re-export it).
+``gesturekit export`` can re-export it). ``--zoo-pruned DIR`` writes the ``eval.json`` of the pruned
+zoo entry (packaged by ``gesturekit models package``; pass its ``model.pt`` as ``--pruned``).
 
 Usage: python benchmarks/optimize_detector.py [--runs 200] [--qat RUN/best.pt] [--pruned RUN/best.pt]
                                               [--zoo-int8 src/gesturekit/models/zoo/hand-detector-int8]
+                                              [--zoo-pruned src/gesturekit/models/zoo/hand-detector-pruned]
 """
 
 from __future__ import annotations
@@ -219,7 +221,11 @@ def main() -> None:
     parser.add_argument("--pruned", type=Path, default=None, help="retrained pruned checkpoint of the detector")
     parser.add_argument("--zoo-int8", type=Path, default=None,
                         help="write the INT8 zoo entry here (QAT with --qat, else PTQ)")
+    parser.add_argument("--zoo-pruned", type=Path, default=None,
+                        help="write eval.json of the pruned zoo entry here (needs --pruned)")
     args = parser.parse_args()
+    if args.zoo_pruned is not None and args.pruned is None:
+        parser.error("--zoo-pruned: needs --pruned")
     if args.runs < 100:
         parser.error("--runs: at least 100")
     console = Console(width=200)
@@ -345,6 +351,8 @@ def main() -> None:
         if args.zoo_int8 is not None:
             write_zoo_entry(args.zoo_int8, variants[int8_name], source, chosen, base_ms, args.threads, batch_shape,
                             args.qat)
+        if args.zoo_pruned is not None:
+            write_pruned_eval(args.zoo_pruned, retrained, base_ms, args.threads, batch_shape, source.name)
 
     print_tables(console, result)
     console.print(f"wrote {args.out}")
@@ -381,6 +389,21 @@ def write_zoo_entry(out: Path, int8: Path, source: Path, row: dict, base_ms: flo
         "latency": {"median_ms": row["median_ms"], "fp32_median_ms": base_ms, "speedup_vs_fp32": row["speedup_vs_fp32"],
                     "threads": threads, "input_shape": shape, "device": f"{cpu_name()}, ONNX Runtime {ort.__version__}"},
         "source": {"model": source.name, **how, "benchmark": "benchmarks/optimize_detector.py"},
+    })
+
+
+def write_pruned_eval(out: Path, row: dict, base_ms: float, threads: int, shape: list[int], source: str) -> None:
+    """``eval.json`` of the pruned zoo entry: accuracy, AP change and size against the unpruned model, latency."""
+    atomic_write_json(out / "eval.json", {
+        "task": "detection", "split": "test", "datasets": row["accuracy"],
+        "ap50_diff_points_vs_unpruned": row["ap50_diff_points_vs_fp32"],
+        "reduction_percent_vs_unpruned": row["reduction_percent"], "params": row["after"]["params"],
+        "macs": row["after"]["macs"],
+        "latency": {"median_ms": row["median_ms"], "unpruned_median_ms": base_ms,
+                    "speedup_vs_unpruned": row["speedup_vs_fp32"], "threads": threads, "input_shape": shape,
+                    "device": f"{cpu_name()}, ONNX Runtime {ort.__version__}"},
+        "source": {"model": source, "pruning": "gesturekit prune -eq union, then retrained by spec.yaml",
+                   "training": row["training"], "benchmark": "benchmarks/optimize_detector.py"},
     })
 
 

@@ -75,6 +75,18 @@ def test_small_box_gets_a_positive_cell_at_stride_8() -> None:
     assert (owner == 1).sum() > (owner == 0).sum()
 
 
+def test_positive_radius_widens_small_boxes_only() -> None:
+    gt = torch.tensor([[[20.0, 20.0, 40.0, 44.0], [200.0, 200.0, 440.0, 440.0]]])  # apart: no shared cells
+    owned = torch.ones(1, 2, dtype=torch.bool)
+    counts = []
+    for radius in (0.5, 1.5):
+        owner = create_model("detectnet_v2", pretrained=False, positive_radius=radius)._assign(8, 64, 64, gt, owned)[0]
+        counts.append(((owner == 0).sum().item(), (owner == 1).sum().item()))
+    (small_default, large_default), (small_wide, large_wide) = counts
+    assert small_wide >= 4 * small_default  # 3x3 cells or more instead of one or two
+    assert large_wide == large_default  # a quarter of a 240 px box is already wider than 1.5 strides
+
+
 def test_detector_learns_one_box() -> None:
     torch.manual_seed(0)
     model = create_model("detectnet_v2", pretrained=False, postprocessing={"score_threshold": 0.3})

@@ -149,6 +149,10 @@ class DetectorModel(StrictModel):
     load_graph: bool = False
     head_channels: PositiveInt = 64
     strides: list[Literal[4, 8, 16, 32]] = Field(default_factory=lambda: [8])
+    positive_radius: PositiveFloat = 0.5
+    """Training targets: a cell is positive for a box when its centre lies within a quarter of the
+    box size of the box centre, and at least this many strides (1.0 or more gives small hands a
+    few positive cells instead of one)."""
 
 
 class Distillation(StrictModel):

@@ -57,6 +57,8 @@ class DetectNetV2(nn.Module):
         backbone: backbone name (``models/backbones.py``).
         strides: output strides of the head, e.g. ``[8]`` or ``[8, 16]``.
         class_weights: per-class weight of the coverage loss.
+        positive_radius: smallest half-size, in strides, of the region of positive cells around a
+            box centre (``_assign``); larger gives small boxes more positive cells.
     """
 
     def __init__(
@@ -68,10 +70,12 @@ class DetectNetV2(nn.Module):
         strides: list[int] | None = None,
         class_weights: list[float] | None = None,
         postprocessing: dict[str, Any] | None = None,
+        positive_radius: float = 0.5,
     ) -> None:
         super().__init__()
         self.strides = sorted(strides or [8])
         self.num_classes = num_classes
+        self.positive_radius = positive_radius
         self.backbone = build_backbone(backbone, max(16, self.strides[-1]), pretrained)
         used = [(s, c) for s, c in zip(self.backbone.strides, self.backbone.channels) if s >= self.strides[0]]
         self.lateral = nn.ModuleDict({str(s): _conv_bn_relu(c, head_channels) for s, c in used})
@@ -188,7 +192,7 @@ class DetectNetV2(nn.Module):
         """Index of the ground-truth box each cell regresses, -1 for background.
 
         A cell is positive for a box when its centre lies within a quarter of the box size (at
-        least half a stride) of the box centre; overlaps go to the smallest box.
+        least ``positive_radius`` strides) of the box centre; overlaps go to the smallest box.
 
         Args:
             gt: [B,G,4] boxes (padding rows are not ``owned``); owned: [B,G] boxes of this level.
@@ -198,8 +202,8 @@ class DetectNetV2(nn.Module):
         centres = self._cell_centres(stride, h, w, gt.device)  # [P,2]
         bw, bh = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]  # [B,G]
         bcx, bcy = (gt[..., 0] + gt[..., 2]) / 2, (gt[..., 1] + gt[..., 3]) / 2
-        rx = torch.clamp(0.25 * bw, min=0.5 * stride)[:, None, :]
-        ry = torch.clamp(0.25 * bh, min=0.5 * stride)[:, None, :]
+        rx = torch.clamp(0.25 * bw, min=self.positive_radius * stride)[:, None, :]
+        ry = torch.clamp(0.25 * bh, min=self.positive_radius * stride)[:, None, :]
         inside = ((centres[None, :, None, 0] - bcx[:, None, :]).abs() <= rx) & \
                  ((centres[None, :, None, 1] - bcy[:, None, :]).abs() <= ry) & owned[:, None, :]  # [B,P,G]
         area = torch.where(inside, (bw * bh)[:, None, :], torch.full_like(inside, float("inf"), dtype=gt.dtype))
