@@ -16,14 +16,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gesturekit.cli import export as export_cli
-from gesturekit.export import command as export_command
 from gesturekit.errors import GesturekitError
+from gesturekit.export import command as export_command
 from gesturekit.export.onnx import check_parity, export_onnx
 from gesturekit.models import create_model
 from gesturekit.models.metadata import classifier_metadata, detector_metadata, read_onnx_metadata
+from gesturekit.optimize.prune import load_model_from_checkpoint
 from gesturekit.runtime.classifier import preprocess_crop
 from gesturekit.runtime.detector import preprocess_frame
-from gesturekit.runtime.loading import load_model_from_checkpoint
 
 DET_KWARGS = {"num_classes": 1, "backbone": "mobilenet_v2", "head_channels": 16, "strides": [8]}
 POST = {"score_threshold": 0.005, "clustering": "nms", "nms_iou_threshold": 0.5, "max_detections": 20}

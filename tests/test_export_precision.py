@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from conftest import kitti_line, make_image, write_kitti
 from gesturekit.cli import export as export_cli
-from gesturekit.export import command as export_command
 from gesturekit.errors import GesturekitError
+from gesturekit.export import command as export_command
 from gesturekit.export.calibration import CalibrationItem, calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import (
@@ -206,9 +206,8 @@ def test_export_engine_without_tensorrt_says_so(cli, tmp_path, monkeypatch) -> N
 
 
 def test_export_command_qat_checkpoint_exports_its_learned_ranges(kitti, tmp_path) -> None:
-    from gesturekit.optimize.prune import prune_model
+    from gesturekit.optimize.prune import load_model_from_checkpoint, prune_model
     from gesturekit.optimize.quantize import prepare_qat
-    from gesturekit.runtime.loading import load_model_from_checkpoint
 
     model = prepare_qat(tiny_detector()).train()
     with torch.no_grad():

@@ -15,16 +15,17 @@ from rich.table import Table
 from torch import nn
 
 from gesturekit.errors import GesturekitError
-from gesturekit.export import FP32_TOLERANCE
 from gesturekit.evaluation.detection import evaluate_detector_on, read_rgb
+from gesturekit.export import FP32_TOLERANCE
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import default_calibration_cache, export_precision
 from gesturekit.export.tensorrt import TENSORRT_MISSING, build_engine, profile_shapes, tensorrt_available
+from gesturekit.optimize.prune import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import preprocess_crop
 from gesturekit.runtime.detector import PAD_STRIDE, HandDetector, preprocess_frame
-from gesturekit.runtime.loading import load_model_from_checkpoint, resolve_model_file
+from gesturekit.runtime.loading import resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
 

@@ -402,13 +402,23 @@ def model_from_state(state: dict[str, Any], source: str) -> nn.Module:
     return model.eval()
 
 
+def load_model_from_checkpoint(path: str | Path) -> nn.Module:
+    """Rebuild the model of a gesturekit checkpoint file (plain, pruned or QAT; ``weights_only``
+    loading) and load its weights: ``model_from_state`` of ``engine.checkpoint.load_checkpoint``.
+
+    Raises:
+        GesturekitError: unreadable checkpoint, missing metadata, or weights that do not fit.
+    """
+    return model_from_state(load_checkpoint(path), str(path))
+
+
 def load_pruned_checkpoint(path: str | Path) -> nn.Module:
     """Load a pruned checkpoint written by ``save_pruned_checkpoint`` (``weights_only`` loading).
 
     Raises:
         GesturekitError: the file is not a pruned gesturekit checkpoint or does not match.
     """
-    model = model_from_state(load_checkpoint(path), str(path))
+    model = load_model_from_checkpoint(path)
     if not model.metadata.get("pruned"):
         raise GesturekitError(f"{path}: not a pruned checkpoint (metadata.pruned is not true)")
     return model

@@ -36,6 +36,7 @@ from gesturekit.io import atomic_write_bytes, atomic_write_json
 from gesturekit.optimize.prune import (
     ChannelSelection,
     PruneReport,
+    load_model_from_checkpoint,
     model_from_state,
     model_stats,
     prune_model,
@@ -238,7 +239,7 @@ def search_threshold(
         report = prune_model(model, example, threshold, selection)
         pruned = save_pruned_checkpoint(run_dir / PRUNED, model, report, spec=state.get("spec"))
         _train(retrain_spec(spec, pruned, retrain_epochs), run_dir, device)
-        metric = float(eval_fn(model_from_state(load_checkpoint(run_dir / LAST), str(run_dir / LAST))))
+        metric = float(eval_fn(load_model_from_checkpoint(run_dir / LAST)))
         drop = 100.0 * (baseline - metric)
         points.append(SearchPoint(threshold, report.after.params, report.after.macs, metric, drop,
                                   drop <= target_drop, str(run_dir), report))

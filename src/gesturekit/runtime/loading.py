@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
 
-from gesturekit.engine.checkpoint import load_checkpoint
 from gesturekit.errors import GesturekitError
 from gesturekit.models.zoo import CHECKPOINT, ONNX, zoo_names, zoo_path
-from gesturekit.optimize.prune import model_from_state
+from gesturekit.optimize.prune import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import GestureClassifier
 from gesturekit.runtime.detector import HandDetector
@@ -25,20 +23,6 @@ from gesturekit.runtime.torch_backend import TorchBackend
 
 BackendName = Literal["onnxruntime", "torch"]
 _FILES = {"onnxruntime": ONNX, "torch": CHECKPOINT}
-
-
-def load_model_from_checkpoint(path: str | Path) -> nn.Module:
-    """Rebuild a model from a checkpoint's metadata and load its weights (eval mode, CPU).
-
-    The model is ``create_model(metadata["arch"], **metadata["arch_kwargs"], pretrained=False)``
-    with ``model.metadata`` set (a detector also gets ``metadata["postprocessing"]``); a pruned
-    checkpoint gets its recorded layer widths first and a QAT checkpoint its fake quantization
-    (``optimize.prune.model_from_state``).
-
-    Raises:
-        GesturekitError: unreadable checkpoint, missing metadata, or weights that do not fit.
-    """
-    return model_from_state(load_checkpoint(path), str(path))
 
 
 def resolve_model_file(name_or_path: str | Path, backend: BackendName) -> Path:

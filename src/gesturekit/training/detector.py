@@ -11,7 +11,6 @@ from torch.utils.data import Dataset
 from gesturekit.config.specs import DetectorSpec
 from gesturekit.data.datasets import DetectionDataset, detection_collate
 from gesturekit.data.transforms import detection_eval_transform, detection_train_transform
-from gesturekit.engine.checkpoint import load_checkpoint
 from gesturekit.engine.distributed import RuntimeContext
 from gesturekit.errors import GesturekitError
 from gesturekit.metrics.detection import evaluate_detection
@@ -47,9 +46,9 @@ def build_detector(spec: DetectorSpec, is_main: bool = True) -> nn.Module:
 
 def set_teacher(model: nn.Module, teacher_file: Path, weight: float) -> None:
     """Load a trained detector checkpoint (plain, pruned or QAT) as ``model``'s distillation teacher."""
-    from gesturekit.optimize.prune import model_from_state  # rebuilds pruned and QAT models (as init_model)
+    from gesturekit.optimize.prune import load_model_from_checkpoint  # pruned and QAT models too (as init_model)
 
-    teacher = model_from_state(load_checkpoint(teacher_file), str(teacher_file))
+    teacher = load_model_from_checkpoint(teacher_file)
     if not isinstance(teacher, DetectNetV2) or not isinstance(model, DetectNetV2):
         raise GesturekitError(f"distillation.teacher_model_file: {teacher_file}: distillation needs two "
                               f"detectnet_v2 models, got {type(teacher).__name__} -> {type(model).__name__}")
