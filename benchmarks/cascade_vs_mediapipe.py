@@ -62,7 +62,7 @@ from gesturekit.config.app import AppConfig
 from gesturekit.data.formats.hagrid import read_hagrid
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.io import atomic_write_json
-from gesturekit.pipeline.app import load_models, open_sources, run_app
+from gesturekit.pipeline.app import load_models, model_names, open_sources, run_app
 from gesturekit.pipeline.cascade import Cascade
 from gesturekit.pipeline.predictions import prediction_record, read_predictions
 from gesturekit.pipeline.sources import VideoSource
@@ -176,12 +176,13 @@ def app_config(sources: Sequence[str], json_path: Path) -> AppConfig:
 class Gesturekit:
     """The cascade's models, loaded once, run through ``run_app`` (the ``gesturekit infer`` path)."""
 
-    def __init__(self, score_threshold: float | None = None, detector: str = "hand-detector",
-                 classifier: str = "gesture-classifier") -> None:
+    def __init__(self, score_threshold: float | None = None, detector: str | None = None,
+                 classifier: str | None = None) -> None:
         primary: dict = {"detector": detector}
         if score_threshold is not None:
             primary["score_threshold"] = score_threshold
         self.config = AppConfig.model_validate({"primary": primary, "secondary": {"classifier": classifier}})
+        self.models = dict(zip(("detector", "classifier"), model_names(self.config)))
         self.detector, self.classifier = load_models(self.config)
 
     def cascade(self) -> Cascade:
@@ -545,8 +546,10 @@ def main() -> None:
     parser.add_argument("--mp-task", type=Path, default=PEERS / "gesture_recognizer.task")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "gesturekit-bench")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--detector", default="hand-detector", help="zoo name or model file of the detector")
-    parser.add_argument("--classifier", default="gesture-classifier", help="zoo name or model file of the classifier")
+    parser.add_argument("--detector", default=None,
+                        help="zoo name or model file of the detector (default: the app's, hand-detector-int8)")
+    parser.add_argument("--classifier", default=None,
+                        help="zoo name or model file of the classifier (default: the app's, gesture-classifier-int8)")
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--max-foreign-cpu", type=float, default=1.0,
                         help="CPU seconds other processes may use during a timed run before it is repeated")
@@ -567,6 +570,7 @@ def main() -> None:
         real = min(result["throughput"]["620x1080"]["gesturekit_runs"], key=lambda r: r["foreign_cpu_s"])
         result["profile"] = profile(gk, args.video, real)
     result["machine"] = machine_info(mp_versions)
+    result["models"] = gk.models
     result["command"] = " ".join(["python3", *sys.argv])
     atomic_write_json(args.out, result)
     print_table(result)

@@ -49,9 +49,10 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert result.exit_code == 0, result.output
     assert f"{video}: 10 frames" in result.output
     assert calls == [
-        {"detector": "hand-detector", "backend": "onnxruntime", "device": "cpu", "threads": 2, "score_threshold": 0.4},
-        {"classifier": "gesture-classifier", "backend": "onnxruntime", "device": "cpu", "threads": 1},
-    ]  # the classifier keeps its own thread count (secondary.threads)
+        {"detector": "hand-detector-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
+         "score_threshold": 0.4},
+        {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1},
+    ]  # the CPU runtime's default models, the INT8 pair; the classifier keeps its own thread count
     lines = read_predictions(tmp_path / "preds.jsonl")
     assert [r["frame"] for r in lines] == list(range(10))
     first = lines[0]
@@ -81,6 +82,15 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
         lines = read_predictions(tmp_path / "out" / f"p.{i}.jsonl")
         assert [r["frame"] for r in lines] == list(range(5))
         assert all(d["gesture"] is None for r in lines for d in r["detections"])
+
+
+def test_infer_torch_backend_defaults_to_the_fp32_models(tmp_path: Path, cli: tuple) -> None:
+    app, calls = cli
+    video = write_video(tmp_path / "clip.mp4", 3, 64, 48, fps=10)
+    result = CliRunner().invoke(app, ["infer", str(video), "--backend", "torch", "--quiet",
+                                      "--out-json", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert [c.get("detector", c.get("classifier")) for c in calls] == ["hand-detector", "gesture-classifier"]
 
 
 def test_infer_missing_source_fails_before_loading_models(tmp_path: Path, cli: tuple) -> None:

@@ -71,10 +71,12 @@ def infer(
         "--config", "-c", help="App config YAML (see gesturekit/specs/app.yaml); flags override it.",
         show_default=False)] = None,
     detector: Annotated[Optional[str], typer.Option(
-        help="Hand detector: a zoo name or a model file (.onnx, .pt). (default: hand-detector)",
+        help="Hand detector: a zoo name or a model file (.onnx, .pt). "
+        "(default: hand-detector-int8 on onnxruntime, hand-detector on torch)",
         show_default=False)] = None,
     classifier: Annotated[Optional[str], typer.Option(
-        help="Gesture classifier: a zoo name or a model file. (default: gesture-classifier)",
+        help="Gesture classifier: a zoo name or a model file. "
+        "(default: gesture-classifier-int8 on onnxruntime, gesture-classifier on torch)",
         show_default=False)] = None,
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Detect hands only (every gesture is null).")] = False,

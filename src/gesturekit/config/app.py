@@ -36,7 +36,8 @@ class Streammux(StrictModel):
 class Primary(StrictModel):
     """The hand detector (DeepStream's primary GIE)."""
 
-    detector: str = "hand-detector"
+    detector: str | None = None
+    """A zoo name or a model file; ``None``: the backend's default (``models.zoo.DEFAULT_MODELS``)."""
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
     score_threshold: Fraction = 0.4
@@ -47,7 +48,8 @@ class Secondary(StrictModel):
     """The gesture classifier on widened hand crops (DeepStream's secondary GIE)."""
 
     enabled: bool = True
-    classifier: str = "gesture-classifier"
+    classifier: str | None = None
+    """A zoo name or a model file; ``None``: the backend's default (``models.zoo.DEFAULT_MODELS``)."""
     margin: NonNegativeFloat | None = None
     min_crop_size: PositiveInt = 32
     threads: PositiveInt | None = 1

@@ -23,6 +23,12 @@ ZOO_ROOT = Path(__file__).with_name("zoo")
 CHECKPOINT, ONNX, SPEC, EVAL, SUMMARY = "model.pt", "model.onnx", "spec.yaml", "eval.json", "train_summary.json"
 HEADLINE_METRICS = ("ap50", "map50", "ap", "map", "accuracy", "top1", "top1_accuracy")
 """Looked up in order (last part of the flattened ``eval.json`` key) for the zoo listing."""
+DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "onnxruntime": {"detector": "hand-detector-int8", "classifier": "gesture-classifier-int8"},
+    "torch": {"detector": "hand-detector", "classifier": "gesture-classifier"},
+}
+"""The app's models per backend: on the CPU runtime the INT8 pair (as accurate, 1.5x faster),
+for PyTorch the FP32 checkpoints."""
 _SPEED_WORDS = ("per_s", "fps", "latency", "throughput")
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 

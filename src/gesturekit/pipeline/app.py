@@ -296,19 +296,30 @@ class CascadeApp:
         ]
 
 
+def model_names(config: AppConfig) -> tuple[str, str | None]:
+    """The detector and classifier (``None`` when disabled) the config names; unnamed ones are the
+    backend's defaults (``models.zoo.DEFAULT_MODELS``)."""
+    from gesturekit.models.zoo import DEFAULT_MODELS
+
+    defaults = DEFAULT_MODELS[config.primary.backend]
+    classifier = config.secondary.classifier or defaults["classifier"] if config.secondary.enabled else None
+    return config.primary.detector or defaults["detector"], classifier
+
+
 def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
     """The detector and (unless disabled) classifier named by the config, via ``runtime.loading``."""
     from gesturekit.runtime import loading
 
     primary, secondary = config.primary, config.secondary
-    detector = loading.load_detector(primary.detector, backend=primary.backend, device=primary.device,
+    detector_name, classifier_name = model_names(config)
+    detector = loading.load_detector(detector_name, backend=primary.backend, device=primary.device,
                                      threads=primary.threads, score_threshold=primary.score_threshold)
     classifier = None
-    if secondary.enabled:
+    if classifier_name is not None:
         # torch threads are per process: only ONNX Runtime sessions get their own thread count
         threads = secondary.threads if primary.backend == "onnxruntime" else primary.threads
-        classifier = loading.load_classifier(secondary.classifier, backend=primary.backend,
-                                             device=primary.device, threads=threads)
+        classifier = loading.load_classifier(classifier_name, backend=primary.backend, device=primary.device,
+                                             threads=threads)
     return detector, classifier
 
 
