@@ -1,0 +1,79 @@
+"""How the classifier's crop enlargement at inference changes gesture accuracy on the HaGRID test frames.
+
+The shipped classifier was trained with ``crop.enlarge_ratio`` 1.3, but most of its training images
+are the tight HaGRID hand crops (27k), on which widening cannot add context. This sweep classifies
+(1) every ground-truth hand box and (2) the cascade's own detections (as ``cascade_vs_mediapipe.py``
+scores them: best IoU >= 0.5, a missed hand counts as wrong) with each ``--ratios`` value.
+It is a diagnostic on the test split, not a way to pick the shipped value.
+
+Usage: python benchmarks/classifier_crop_ratio.py [--ratios 1.0 1.15 1.3 1.5]
+Result: benchmarks/results/experiments/classifier_crop_ratio.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cascade_vs_mediapipe as cvm  # noqa: E402  (the benchmark's scoring and app path)
+
+from gesturekit.data.crops import widen_box  # noqa: E402
+from gesturekit.data.formats.kitti import read_kitti_dataset  # noqa: E402
+from gesturekit.evaluation.detection import read_rgb  # noqa: E402
+from gesturekit.io import atomic_write_json  # noqa: E402
+from gesturekit.pipeline.predictions import read_predictions  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "experiments" / "classifier_crop_ratio.json"
+
+
+def accuracy(rows: list[tuple[str, str]]) -> dict:
+    """Overall and per-class accuracy of ``(label, predicted)`` rows."""
+    total, correct = Counter(label for label, _ in rows), Counter(label for label, p in rows if label == p)
+    return {"accuracy": round(sum(correct.values()) / len(rows), 4),
+            "per_class": {k: f"{correct[k]}/{n}" for k, n in sorted(total.items())}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=cvm.REPO / "work" / "hagrid_gesture")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[1.0, 1.15, 1.3, 1.5])
+    args = parser.parse_args()
+    annotations = read_kitti_dataset(args.dataset, "test")
+    result: dict = {"dataset": f"{args.dataset.name}/test", "hands": sum(len(a.boxes) for a in annotations)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "frames"
+        folder.mkdir()
+        for ann in annotations:
+            (folder / ann.image.name).symlink_to(ann.image.resolve())
+        for pair in ((None, None), ("hand-detector", "gesture-classifier")):
+            gk = cvm.Gesturekit(detector=pair[0], classifier=pair[1])
+            name = f"{gk.models['detector']} + {gk.models['classifier']}"
+            result[name] = {"ground_truth_boxes": {}, "cascade": {}}
+            for ratio in args.ratios:
+                gk.classifier.crop["enlarge_ratio"] = ratio
+                crops, labels = [], []
+                for ann in annotations:
+                    frame = read_rgb(ann.image)
+                    for b in ann.boxes:
+                        x1, y1, x2, y2 = widen_box((b.x1, b.y1, b.x2, b.y2), frame.shape[1::-1], 0.0, ratio, True)
+                        crops.append(frame[y1:y2, x1:x2])
+                        labels.append(b.label)
+                gt = accuracy([(label, p) for label, (p, _) in zip(labels, gk.classifier(crops))])
+                gk.run([str(folder)], Path(tmp) / "p.jsonl")
+                preds = {r["image"]: r["detections"] for r in read_predictions(Path(tmp) / "p.jsonl")}
+                cascade = accuracy(cvm.score_gesturekit(annotations, preds)["rows"])
+                result[name]["ground_truth_boxes"][str(ratio)] = gt
+                result[name]["cascade"][str(ratio)] = cascade
+                print(f"{name:50s} ratio {ratio:<5g} GT boxes {gt['accuracy']:.4f}  cascade {cascade['accuracy']:.4f}  "
+                      f"{cascade['per_class']}", flush=True)
+    result["command"] = " ".join(["python3", *sys.argv])
+    atomic_write_json(OUT, result)
+    print(f"saved {OUT}")
+
+
+if __name__ == "__main__":
+    main()
