@@ -3,7 +3,8 @@
 The shipped classifier was trained with ``crop.enlarge_ratio`` 1.3, but most of its training images
 are the tight HaGRID hand crops (27k), on which widening cannot add context. This sweep classifies
 (1) every ground-truth hand box and (2) the cascade's own detections (as ``cascade_vs_mediapipe.py``
-scores them: best IoU >= 0.5, a missed hand counts as wrong) with each ``--ratios`` value.
+scores them: best IoU >= 0.5, a missed hand counts as wrong) with each ``--ratios`` value; as in the
+cascade, a crop smaller than ``secondary.min_crop_size`` gets no gesture and counts as wrong.
 It is a diagnostic on the test split, not a way to pick the shipped value.
 
 Usage: python benchmarks/classifier_crop_ratio.py [--ratios 1.0 1.15 1.3 1.5]
@@ -21,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import cascade_vs_mediapipe as cvm  # noqa: E402  (the benchmark's scoring and app path)
 
-from gesturekit.data.crops import widen_box  # noqa: E402
 from gesturekit.data.formats.kitti import read_kitti_dataset  # noqa: E402
 from gesturekit.evaluation.detection import read_rgb  # noqa: E402
 from gesturekit.io import atomic_write_json  # noqa: E402
@@ -49,20 +49,21 @@ def main() -> None:
         folder.mkdir()
         for ann in annotations:
             (folder / ann.image.name).symlink_to(ann.image.resolve())
+        frames = {ann.image: read_rgb(ann.image) for ann in annotations}
         for pair in ((None, None), ("hand-detector", "gesture-classifier")):
             gk = cvm.Gesturekit(detector=pair[0], classifier=pair[1])
             name = f"{gk.models['detector']} + {gk.models['classifier']}"
+            min_crop = gk.config.secondary.min_crop_size
             result[name] = {"ground_truth_boxes": {}, "cascade": {}}
             for ratio in args.ratios:
                 gk.classifier.crop["enlarge_ratio"] = ratio
-                crops, labels = [], []
-                for ann in annotations:
-                    frame = read_rgb(ann.image)
-                    for b in ann.boxes:
-                        x1, y1, x2, y2 = widen_box((b.x1, b.y1, b.x2, b.y2), frame.shape[1::-1], 0.0, ratio, True)
-                        crops.append(frame[y1:y2, x1:x2])
-                        labels.append(b.label)
-                gt = accuracy([(label, p) for label, (p, _) in zip(labels, gk.classifier(crops))])
+                crops = [(box.label, gk.classifier.crop_region(frames[ann.image], (box.x1, box.y1, box.x2, box.y2)))
+                         for ann in annotations for box in ann.boxes]
+                big = [(label, crop) for label, crop in crops if min(crop.shape[:2]) >= min_crop]
+                predicted = iter(p for p, _ in gk.classifier([crop for _, crop in big]))
+                # as in the cascade, a crop under secondary.min_crop_size gets no gesture (wrong)
+                gt = accuracy([(label, next(predicted) if min(crop.shape[:2]) >= min_crop else "none")
+                               for label, crop in crops])
                 gk.run([str(folder)], Path(tmp) / "p.jsonl")
                 preds = {r["image"]: r["detections"] for r in read_predictions(Path(tmp) / "p.jsonl")}
                 cascade = accuracy(cvm.score_gesturekit(annotations, preds)["rows"])

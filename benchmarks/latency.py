@@ -1,4 +1,6 @@
-"""CPU latency of the shipped models through ONNX Runtime (batch 1, 2 threads by default).
+"""CPU latency of zoo models through ONNX Runtime (batch 1, 2 threads by default): the FP32 pair by
+default; the app's CPU default, the INT8 pair, with ``--detector hand-detector-int8 --classifier
+gesture-classifier-int8 --out benchmarks/results/latency_int8.json``.
 
 Each model runs alone, called back to back, so its ONNX Runtime threads may spin between calls
 (``OnnxRuntimeBackend(spin=True)``; the cascade app keeps them from spinning, see runtime/).
@@ -6,9 +8,9 @@ Detector: a real 640x480 frame (an EgoHands test frame resized), timed as the mo
 (``session.run`` on the letterboxed input) and end to end (letterbox + run + decode + NMS, the
 ``HandDetector`` call). Classifier: one real 160x160 hand crop, model alone and end to end.
 
-    python benchmarks/latency.py [--threads 2] [--runs 200]
+    python benchmarks/latency.py [--threads 2] [--runs 200] [--detector NAME] [--classifier NAME]
 
-Writes benchmarks/results/latency.json.
+Writes benchmarks/results/latency.json (``--out``).
 """
 
 from __future__ import annotations

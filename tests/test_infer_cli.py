@@ -84,11 +84,11 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
         assert all(d["gesture"] is None for r in lines for d in r["detections"])
 
 
-def test_infer_torch_backend_defaults_to_the_fp32_models(tmp_path: Path, cli: tuple) -> None:
+@pytest.mark.parametrize("flags", [["--backend", "torch"], ["--device", "cuda"]])
+def test_infer_off_the_cpu_runtime_defaults_to_the_fp32_models(tmp_path: Path, cli: tuple, flags: list[str]) -> None:
     app, calls = cli
     video = write_video(tmp_path / "clip.mp4", 3, 64, 48, fps=10)
-    result = CliRunner().invoke(app, ["infer", str(video), "--backend", "torch", "--quiet",
-                                      "--out-json", str(tmp_path / "p.jsonl")])
+    result = CliRunner().invoke(app, ["infer", str(video), *flags, "--quiet", "--out-json", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 0, result.output
     assert [c.get("detector", c.get("classifier")) for c in calls] == ["hand-detector", "gesture-classifier"]
 

@@ -19,7 +19,7 @@ from gesturekit.models import create_model, zoo
 from gesturekit.models.metadata import classifier_metadata, detector_metadata
 from gesturekit.runtime.classifier import GestureClassifier, preprocess_crop
 from gesturekit.runtime.detector import Detection, HandDetector, preprocess_frame
-from gesturekit.runtime.loading import load_backend, load_classifier, load_detector
+from gesturekit.runtime.loading import load_backend, load_classifier, load_detector, resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
 
@@ -202,3 +202,9 @@ def test_loading_resolution_and_errors(model_dirs, monkeypatch, tmp_path) -> Non
     monkeypatch.setattr(zoo, "ZOO_ROOT", tmp_path / "absent")
     with pytest.raises(GesturekitError, match=r"zoo: empty"):
         load_classifier("gesture-classifier")
+
+
+@pytest.mark.parametrize(("backend", "device"), [("onnxruntime", "cpu"), ("onnxruntime", "cuda"), ("torch", "cpu")])
+def test_the_default_models_ship_the_file_their_backend_loads(backend: str, device: str) -> None:
+    for name in zoo.default_models(backend, device).values():
+        assert resolve_model_file(name, backend).is_file()

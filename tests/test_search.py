@@ -17,7 +17,12 @@ from gesturekit.config.base import validate_spec
 from gesturekit.config.specs import DetectorSpec
 from gesturekit.engine.checkpoint import save_checkpoint
 from gesturekit.errors import GesturekitError
-from gesturekit.optimize.prune import load_pruned_checkpoint
+from gesturekit.optimize.prune import (
+    load_model_from_checkpoint,
+    load_pruned_checkpoint,
+    prune_model,
+    save_pruned_checkpoint,
+)
 from gesturekit.optimize.search import search_threshold
 from gesturekit.training.detector import build_detector
 
@@ -110,3 +115,18 @@ def test_prune_cli_target_drop(setup, tmp_path: Path) -> None:
     model = load_pruned_checkpoint(out)
     assert _params(model) == chosen["params"]
     assert model.metadata["training"]["epochs"] == 1
+
+
+def test_retraining_a_pruned_graph_takes_the_specs_loss_and_decoding_options(setup, tmp_path: Path) -> None:
+    spec, checkpoint, _ = setup
+    model = load_model_from_checkpoint(checkpoint)
+    prune_model(model, torch.zeros(1, 3, 64, 64), 0.5)
+    pruned = save_pruned_checkpoint(tmp_path / "pruned.pt", model)
+    data = spec.model_dump(mode="json")
+    data["model"].update(load_graph=True, pretrained_model_file=str(pruned), positive_radius=1.5)
+    data["class_weights"] = {"hand": 2.0}
+    data["postprocessing"]["coverage_threshold"] = 0.3
+    retrained = build_detector(validate_spec(data, DetectorSpec, "retrain spec"))
+    assert retrained.metadata["pruned"] is True  # the pruned graph, not a fresh one
+    assert retrained.positive_radius == 1.5 and retrained.class_weights.tolist() == [2.0]
+    assert retrained.postprocessing["score_threshold"] == 0.3

@@ -72,11 +72,11 @@ def infer(
         show_default=False)] = None,
     detector: Annotated[Optional[str], typer.Option(
         help="Hand detector: a zoo name or a model file (.onnx, .pt). "
-        "(default: hand-detector-int8 on onnxruntime, hand-detector on torch)",
+        "(default: hand-detector-int8 on onnxruntime on the CPU, else hand-detector)",
         show_default=False)] = None,
     classifier: Annotated[Optional[str], typer.Option(
         help="Gesture classifier: a zoo name or a model file. "
-        "(default: gesture-classifier-int8 on onnxruntime, gesture-classifier on torch)",
+        "(default: gesture-classifier-int8 on onnxruntime on the CPU, else gesture-classifier)",
         show_default=False)] = None,
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Detect hands only (every gesture is null).")] = False,

@@ -37,7 +37,8 @@ class Primary(StrictModel):
     """The hand detector (DeepStream's primary GIE)."""
 
     detector: str | None = None
-    """A zoo name or a model file; ``None``: the backend's default (``models.zoo.DEFAULT_MODELS``)."""
+    """A zoo name or a model file; ``None``: the default for the backend and device
+    (``models.zoo.default_models``)."""
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
     score_threshold: Fraction = 0.4
@@ -49,7 +50,8 @@ class Secondary(StrictModel):
 
     enabled: bool = True
     classifier: str | None = None
-    """A zoo name or a model file; ``None``: the backend's default (``models.zoo.DEFAULT_MODELS``)."""
+    """A zoo name or a model file; ``None``: the default for the backend and device
+    (``models.zoo.default_models``)."""
     margin: NonNegativeFloat | None = None
     min_crop_size: PositiveInt = 32
     threads: PositiveInt | None = 1

@@ -149,10 +149,10 @@ class DetectorModel(StrictModel):
     load_graph: bool = False
     head_channels: PositiveInt = 64
     strides: list[Literal[4, 8, 16, 32]] = Field(default_factory=lambda: [8])
-    positive_radius: PositiveFloat = 0.5
+    positive_radius: Annotated[float, Field(ge=0.5)] = 0.5
     """Training targets: a cell is positive for a box when its centre lies within a quarter of the
-    box size of the box centre, and at least this many strides (1.0 or more gives small hands a
-    few positive cells instead of one)."""
+    box size of the box centre, and at least this many strides (0.5, the least, gives every box a
+    cell; 1.5 gives small hands 3x3 cells instead of one or two)."""
 
 
 class Distillation(StrictModel):

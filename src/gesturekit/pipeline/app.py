@@ -298,11 +298,11 @@ class CascadeApp:
 
 def model_names(config: AppConfig) -> tuple[str, str | None]:
     """The detector and classifier (``None`` when disabled) the config names; unnamed ones are the
-    backend's defaults (``models.zoo.DEFAULT_MODELS``)."""
-    from gesturekit.models.zoo import DEFAULT_MODELS
+    defaults for the backend and device (``models.zoo.default_models``)."""
+    from gesturekit.models.zoo import default_models
 
-    defaults = DEFAULT_MODELS[config.primary.backend]
-    classifier = config.secondary.classifier or defaults["classifier"] if config.secondary.enabled else None
+    defaults = default_models(config.primary.backend, config.primary.device)
+    classifier = (config.secondary.classifier or defaults["classifier"]) if config.secondary.enabled else None
     return config.primary.detector or defaults["detector"], classifier
 
 
