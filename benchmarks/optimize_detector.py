@@ -65,8 +65,9 @@ from gesturekit.export.onnx import export_onnx
 from gesturekit.export.precision import convert_fp16, default_calibration_cache, quantize_int8
 from gesturekit.io import atomic_write_bytes, atomic_write_json
 from gesturekit.models.zoo import zoo_path
-from gesturekit.optimize.prune import load_model_from_checkpoint, model_stats, prune_model
+from gesturekit.optimize.prune import model_stats, prune_model
 from gesturekit.optimize.quantize import ActivationQuantizer, export_qat_onnx, prepare_qat
+from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 

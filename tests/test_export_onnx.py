@@ -21,7 +21,7 @@ from gesturekit.export import command as export_command
 from gesturekit.export.onnx import check_parity, export_onnx
 from gesturekit.models import create_model
 from gesturekit.models.metadata import classifier_metadata, detector_metadata, read_onnx_metadata
-from gesturekit.optimize.prune import load_model_from_checkpoint
+from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.classifier import preprocess_crop
 from gesturekit.runtime.detector import preprocess_frame
 

@@ -23,12 +23,12 @@ from gesturekit.optimize.prune import (
     equalize,
     kept_count,
     layer_widths,
-    load_pruned_checkpoint,
     plan_pruning,
     prune_model,
     rebuild_pruned,
     save_pruned_checkpoint,
 )
+from gesturekit.optimize.restore import load_pruned_checkpoint
 
 SIZE = 64
 

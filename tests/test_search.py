@@ -17,12 +17,8 @@ from gesturekit.config.base import validate_spec
 from gesturekit.config.specs import DetectorSpec
 from gesturekit.engine.checkpoint import save_checkpoint
 from gesturekit.errors import GesturekitError
-from gesturekit.optimize.prune import (
-    load_model_from_checkpoint,
-    load_pruned_checkpoint,
-    prune_model,
-    save_pruned_checkpoint,
-)
+from gesturekit.optimize.prune import prune_model, save_pruned_checkpoint
+from gesturekit.optimize.restore import load_model_from_checkpoint, load_pruned_checkpoint
 from gesturekit.optimize.search import search_threshold
 from gesturekit.training.detector import build_detector
 

@@ -164,7 +164,8 @@ def prune(
     import torch
 
     from gesturekit.engine.checkpoint import load_checkpoint
-    from gesturekit.optimize.prune import model_from_state, prune_model, save_pruned_checkpoint
+    from gesturekit.optimize.prune import prune_model, save_pruned_checkpoint
+    from gesturekit.optimize.restore import model_from_state
 
     state = load_checkpoint(model)
     net = model_from_state(state, str(model))

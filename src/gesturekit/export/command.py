@@ -21,7 +21,7 @@ from gesturekit.export.calibration import calibration_inputs, read_item, select_
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import default_calibration_cache, export_precision
 from gesturekit.export.tensorrt import TENSORRT_MISSING, build_engine, profile_shapes, tensorrt_available
-from gesturekit.optimize.prune import load_model_from_checkpoint
+from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import preprocess_crop
 from gesturekit.runtime.detector import PAD_STRIDE, HandDetector, preprocess_frame

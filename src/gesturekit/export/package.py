@@ -12,7 +12,7 @@ from gesturekit.engine.checkpoint import load_checkpoint, save_checkpoint
 from gesturekit.export.onnx import check_parity, export_onnx
 from gesturekit.io import atomic_write_json
 from gesturekit.models.zoo import CHECKPOINT, ONNX, SPEC, SUMMARY
-from gesturekit.optimize.prune import load_model_from_checkpoint
+from gesturekit.optimize.restore import load_model_from_checkpoint
 
 _KEEP = ("model", "metadata", "epoch", "best_metric", "spec", "version")
 

@@ -33,15 +33,8 @@ from gesturekit.config.specs import ClassifierSpec, DetectorSpec
 from gesturekit.engine.checkpoint import LAST, load_checkpoint
 from gesturekit.errors import GesturekitError
 from gesturekit.io import atomic_write_bytes, atomic_write_json
-from gesturekit.optimize.prune import (
-    ChannelSelection,
-    PruneReport,
-    load_model_from_checkpoint,
-    model_from_state,
-    model_stats,
-    prune_model,
-    save_pruned_checkpoint,
-)
+from gesturekit.optimize.prune import ChannelSelection, PruneReport, model_stats, prune_model, save_pruned_checkpoint
+from gesturekit.optimize.restore import load_model_from_checkpoint, model_from_state
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 PRUNED = "pruned.pt"

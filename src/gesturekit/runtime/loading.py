@@ -14,7 +14,7 @@ import torch
 
 from gesturekit.errors import GesturekitError
 from gesturekit.models.zoo import CHECKPOINT, ONNX, zoo_names, zoo_path
-from gesturekit.optimize.prune import load_model_from_checkpoint
+from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import GestureClassifier
 from gesturekit.runtime.detector import HandDetector

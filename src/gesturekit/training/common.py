@@ -26,7 +26,7 @@ def init_model(model_spec: Any, kwargs: dict[str, Any], is_main: bool) -> nn.Mod
     """The model of a spec's ``model`` section, initialised as it says: a pruned graph to retrain
     (``load_graph``), a user checkpoint (``pretrained_model_file``) or ImageNet weights."""
     if model_spec.load_graph:
-        from gesturekit.optimize.prune import load_pruned_checkpoint
+        from gesturekit.optimize.restore import load_pruned_checkpoint
 
         return load_pruned_checkpoint(model_spec.pretrained_model_file)
     use_imagenet = model_spec.pretrained and model_spec.pretrained_model_file is None

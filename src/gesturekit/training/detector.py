@@ -48,7 +48,7 @@ def build_detector(spec: DetectorSpec, is_main: bool = True) -> nn.Module:
 
 def set_teacher(model: nn.Module, teacher_file: Path, weight: float) -> None:
     """Load a trained detector checkpoint (plain, pruned or QAT) as ``model``'s distillation teacher."""
-    from gesturekit.optimize.prune import load_model_from_checkpoint  # pruned and QAT models too (as init_model)
+    from gesturekit.optimize.restore import load_model_from_checkpoint  # pruned and QAT models too (as init_model)
 
     teacher = load_model_from_checkpoint(teacher_file)
     if not isinstance(teacher, DetectNetV2) or not isinstance(model, DetectNetV2):
