@@ -57,13 +57,12 @@ def main() -> None:
             result[name] = {"ground_truth_boxes": {}, "cascade": {}}
             for ratio in args.ratios:
                 gk.classifier.crop["enlarge_ratio"] = ratio
-                crops = [(box.label, gk.classifier.crop_region(frames[ann.image], (box.x1, box.y1, box.x2, box.y2)))
+                boxes = [box for ann in annotations for box in ann.boxes]
+                crops = [gk.classifier.crop_region(frames[ann.image], (box.x1, box.y1, box.x2, box.y2))
                          for ann in annotations for box in ann.boxes]
-                big = [(label, crop) for label, crop in crops if min(crop.shape[:2]) >= min_crop]
-                predicted = iter(p for p, _ in gk.classifier([crop for _, crop in big]))
                 # as in the cascade, a crop under secondary.min_crop_size gets no gesture (wrong)
-                gt = accuracy([(label, next(predicted) if min(crop.shape[:2]) >= min_crop else "none")
-                               for label, crop in crops])
+                gt = accuracy([(box.label, p if min(crop.shape[:2]) >= min_crop else "none")
+                               for box, crop, (p, _) in zip(boxes, crops, gk.classifier(crops))])
                 gk.run([str(folder)], Path(tmp) / "p.jsonl")
                 preds = {r["image"]: r["detections"] for r in read_predictions(Path(tmp) / "p.jsonl")}
                 cascade = accuracy(cvm.score_gesturekit(annotations, preds)["rows"])

@@ -79,21 +79,11 @@ class DetectNetV2(nn.Module):
         used = [(s, c) for s, c in zip(self.backbone.strides, self.backbone.channels) if s >= self.strides[0]]
         self.lateral = nn.ModuleDict({str(s): _conv_bn_relu(c, head_channels) for s, c in used})
         self.heads = nn.ModuleDict({str(s): DenseHead(head_channels, num_classes) for s in self.strides})
-        self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
-        self.set_options(class_weights, positive_radius, postprocessing)
-        self.metadata: dict[str, Any] = {}
-        self._teacher: tuple[DetectNetV2, float] | None = None  # set_teacher
-
-    def set_options(self, class_weights: list[float] | None, positive_radius: float,
-                    postprocessing: dict[str, Any] | None) -> None:
-        """The settings that are not part of the graph: loss targets and decoding (a pruned model
-        rebuilt from its checkpoint takes them from the spec it retrains with)."""
-        weights = torch.tensor(class_weights or [1.0] * self.num_classes, dtype=torch.float32)
-        if weights.shape != self.class_weights.shape:
-            raise ValueError(f"{len(weights)} class weights for {self.num_classes} classes")
-        self.class_weights.copy_(weights)
+        self.register_buffer("class_weights", torch.tensor(class_weights or [1.0] * num_classes), persistent=False)
         self.positive_radius = positive_radius
         self.postprocessing = dict(postprocessing or {})
+        self.metadata: dict[str, Any] = {}
+        self._teacher: tuple[DetectNetV2, float] | None = None  # set_teacher
 
     # ---------------------------------------------------------------- dense outputs
     def forward_levels(self, images: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:

@@ -19,12 +19,13 @@ from gesturekit.models.metadata import check_metadata
 from gesturekit.optimize.prune import rebuild_pruned
 
 
-def model_from_state(state: dict[str, Any], source: str) -> nn.Module:
+def model_from_state(state: dict[str, Any], source: str, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Build the model of a loaded gesturekit checkpoint (plain, pruned, QAT) and load its weights.
 
     The widths of a pruned model (``metadata.pruned_channels``) are applied, and a QAT model's
     fake quantization prepared (``metadata.qat_target``), before the weights are loaded. Eval
-    mode, CPU.
+    mode, CPU. ``arch_kwargs`` (e.g. a retraining spec's) replace the recorded ones; the recorded
+    widths still apply.
 
     Raises:
         GesturekitError: naming ``source``: no model metadata, or weights that do not match.
@@ -32,7 +33,7 @@ def model_from_state(state: dict[str, Any], source: str) -> nn.Module:
     meta = check_metadata(state.get("metadata"), source)
     if not isinstance(state.get("model"), dict):
         raise GesturekitError(f"{source}: checkpoint has no 'model' state_dict")
-    kwargs = {**meta["arch_kwargs"], "pretrained": False}
+    kwargs = {**(meta["arch_kwargs"] if arch_kwargs is None else arch_kwargs), "pretrained": False}
     if meta["task"] == "detection":
         kwargs.setdefault("postprocessing", meta["postprocessing"])
     model = create_model(meta["arch"], **kwargs)
@@ -46,7 +47,7 @@ def model_from_state(state: dict[str, Any], source: str) -> nn.Module:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
-        raise GesturekitError(f"{source}: weights do not fit the recorded architecture: {first}") from None
+        raise GesturekitError(f"{source}: weights do not fit the architecture: {first}") from None
     model.metadata = meta
     return model.eval()
 
@@ -61,13 +62,14 @@ def load_model_from_checkpoint(path: str | Path) -> nn.Module:
     return model_from_state(load_checkpoint(path), str(path))
 
 
-def load_pruned_checkpoint(path: str | Path) -> nn.Module:
-    """Load a pruned checkpoint written by ``save_pruned_checkpoint`` (``weights_only`` loading).
+def load_pruned_checkpoint(path: str | Path, arch_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Load a pruned checkpoint written by ``save_pruned_checkpoint`` (``weights_only`` loading),
+    built with ``arch_kwargs`` when given (see ``model_from_state``).
 
     Raises:
         GesturekitError: the file is not a pruned gesturekit checkpoint or does not match.
     """
-    model = load_model_from_checkpoint(path)
+    model = model_from_state(load_checkpoint(path), str(path), arch_kwargs)
     if not model.metadata.get("pruned"):
         raise GesturekitError(f"{path}: not a pruned checkpoint (metadata.pruned is not true)")
     return model

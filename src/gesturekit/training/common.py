@@ -24,11 +24,12 @@ console = Console(stderr=True)
 
 def init_model(model_spec: Any, kwargs: dict[str, Any], is_main: bool) -> nn.Module:
     """The model of a spec's ``model`` section, initialised as it says: a pruned graph to retrain
-    (``load_graph``), a user checkpoint (``pretrained_model_file``) or ImageNet weights."""
+    (``load_graph``: the checkpoint's widths and weights, this spec's ``kwargs``), a user checkpoint
+    (``pretrained_model_file``) or ImageNet weights."""
     if model_spec.load_graph:
         from gesturekit.optimize.restore import load_pruned_checkpoint
 
-        return load_pruned_checkpoint(model_spec.pretrained_model_file)
+        return load_pruned_checkpoint(model_spec.pretrained_model_file, kwargs)
     use_imagenet = model_spec.pretrained and model_spec.pretrained_model_file is None
     model = create_model(model_spec.arch, pretrained=use_imagenet, **kwargs)
     report_backbone(model, is_main)

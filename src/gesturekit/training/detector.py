@@ -37,8 +37,6 @@ def build_detector(spec: DetectorSpec, is_main: bool = True) -> nn.Module:
     with a ``distillation`` section, its teacher set."""
     kwargs = detector_arch_kwargs(spec)
     model = common.init_model(spec.model, kwargs, is_main)
-    if spec.model.load_graph:  # the pruned graph is the checkpoint's; the rest is this spec's
-        model.set_options(kwargs["class_weights"], kwargs["positive_radius"], kwargs["postprocessing"])
     metadata = detector_metadata(spec.model.arch, kwargs, spec.dataset.classes, spec.augmentation.input_size,
                                  kwargs["postprocessing"])
     if spec.distillation is not None:
