@@ -87,6 +87,24 @@ def test_positive_radius_widens_small_boxes_only() -> None:
     assert large_wide == large_default  # a quarter of a 240 px box is already wider than 1.5 strides
 
 
+def test_context_stride_32_feeds_the_last_backbone_stage_to_the_stride_8_head() -> None:
+    torch.manual_seed(0)
+    plain = create_model("detectnet_v2", pretrained=False).eval()
+    context = create_model("detectnet_v2", pretrained=False, context_stride=32).eval()
+    assert sorted(plain.lateral) == ["16", "8"] and sorted(context.lateral) == ["16", "32", "8"]
+    images = torch.rand(2, 3, 96, 128)
+    (stride, cov, box), = context.forward_levels(images)
+    assert stride == 8 and cov.shape == (2, 1, 12, 16) and box.shape == (2, 4, 12, 16)
+    head_inputs = []
+    context.heads["8"].register_forward_pre_hook(lambda module, args: head_inputs.append(args[0]))
+    with torch.no_grad():  # the stride-32 stage changes what the head sees
+        context.lateral["32"][0].weight.zero_()
+        context.forward_levels(images)
+        context.lateral["32"][0].weight.normal_()
+        context.forward_levels(images)
+    assert not torch.allclose(*head_inputs)
+
+
 def test_detector_learns_one_box() -> None:
     torch.manual_seed(0)
     model = create_model("detectnet_v2", pretrained=False, postprocessing={"score_threshold": 0.3})

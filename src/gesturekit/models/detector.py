@@ -56,6 +56,8 @@ class DetectNetV2(nn.Module):
         num_classes: number of object classes (1 for ``hand``).
         backbone: backbone name (``models/backbones.py``).
         strides: output strides of the head, e.g. ``[8]`` or ``[8, 16]``.
+        context_stride: deepest backbone stride feeding the top-down neck (None: 16, or the
+            largest head stride).
         class_weights: per-class weight of the coverage loss.
         positive_radius: smallest half-size, in strides, of the region of positive cells around a
             box centre (``_assign``); larger gives small boxes more positive cells.
@@ -71,11 +73,12 @@ class DetectNetV2(nn.Module):
         class_weights: list[float] | None = None,
         postprocessing: dict[str, Any] | None = None,
         positive_radius: float = 0.5,
+        context_stride: int | None = None,
     ) -> None:
         super().__init__()
         self.strides = sorted(strides or [8])
         self.num_classes = num_classes
-        self.backbone = build_backbone(backbone, max(16, self.strides[-1]), pretrained)
+        self.backbone = build_backbone(backbone, max(context_stride or 16, self.strides[-1]), pretrained)
         used = [(s, c) for s, c in zip(self.backbone.strides, self.backbone.channels) if s >= self.strides[0]]
         self.lateral = nn.ModuleDict({str(s): _conv_bn_relu(c, head_channels) for s, c in used})
         self.heads = nn.ModuleDict({str(s): DenseHead(head_channels, num_classes) for s in self.strides})

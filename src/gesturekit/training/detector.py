@@ -26,6 +26,7 @@ def detector_arch_kwargs(spec: DetectorSpec) -> dict[str, Any]:
         "backbone": spec.model.backbone,
         "head_channels": spec.model.head_channels,
         "strides": list(spec.model.strides),
+        "context_stride": spec.model.context_stride,
         "positive_radius": spec.model.positive_radius,
         "class_weights": [spec.class_weights.get(c, 1.0) for c in classes],
         "postprocessing": postprocessing_from_spec(spec.postprocessing),
