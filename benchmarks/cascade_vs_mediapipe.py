@@ -547,7 +547,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "gesturekit-bench")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--detector", default=None,
-                        help="zoo name or model file of the detector (default: the app's, hand-detector-int8)")
+                        help="zoo name or model file of the detector (default: the app's, hand-detector-pruned-int8)")
     parser.add_argument("--classifier", default=None,
                         help="zoo name or model file of the classifier (default: the app's, gesture-classifier-int8)")
     parser.add_argument("--copies", type=int, default=4)

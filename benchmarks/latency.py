@@ -1,5 +1,5 @@
 """CPU latency of zoo models through ONNX Runtime (batch 1, 2 threads by default): the FP32 pair by
-default; the app's CPU default, the INT8 pair, with ``--detector hand-detector-int8 --classifier
+default; the app's CPU default, the INT8 pair, with ``--detector hand-detector-pruned-int8 --classifier
 gesture-classifier-int8 --out benchmarks/results/latency_int8.json``.
 
 Each model runs alone, called back to back, so its ONNX Runtime threads may spin between calls

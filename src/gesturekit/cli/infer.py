@@ -72,7 +72,7 @@ def infer(
         show_default=False)] = None,
     detector: Annotated[Optional[str], typer.Option(
         help="Hand detector: a zoo name or a model file (.onnx, .pt). "
-        "(default: hand-detector-int8 on onnxruntime on the CPU, else hand-detector)",
+        "(default: hand-detector-pruned-int8 on onnxruntime on the CPU, else hand-detector)",
         show_default=False)] = None,
     classifier: Annotated[Optional[str], typer.Option(
         help="Gesture classifier: a zoo name or a model file. "
