@@ -3,9 +3,11 @@
     bash benchmarks/gpu/make_packs.sh      # once: KITTI datasets under work/, test packs under .pack/
     python benchmarks/evaluate_zoo.py
 
-Detector: AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP@0.7 on the EgoHands test split, the HaGRID
+Detector (``hand-detector``; its INT8 and pruned derivatives: ``optimize_detector.py``): AP@0.5
+(VOC), AP@0.5:0.95 (COCO) and KITTI AP@0.7 on the EgoHands test split, the HaGRID
 `test` frames (every annotated hand) and the hands_yolo test split. Classifier: macro-F1 and the
-confusion matrix on the held-out 15% of HaGRID crops and on crops cut from the HaGRID `test` frames.
+confusion matrix on the held-out 15% of HaGRID crops and on crops cut from the HaGRID `test` frames,
+for ``gesture-classifier`` and ``gesture-classifier-int8`` (with its macro-F1 difference to FP32).
 Results: src/gesturekit/models/zoo/<name>/eval.json, benchmarks/results/zoo_eval.json, plots in
 benchmarks/results/plots/.
 """
@@ -53,6 +55,11 @@ def evaluate_classifier(name: str) -> dict:
 def main() -> None:
     summary = {"hand-detector": evaluate_detector("hand-detector"),
                "gesture-classifier": evaluate_classifier("gesture-classifier")}
+    int8 = evaluate_classifier("gesture-classifier-int8")  # the INT8 detectors' eval.json: optimize_detector.py
+    summary["gesture-classifier-int8"] = {
+        **int8, "precision": "int8",
+        "macro_f1_diff_points_vs_fp32": {k: 100 * (r["macro_f1"] - summary["gesture-classifier"]["datasets"][k]["macro_f1"])
+                                         for k, r in int8["datasets"].items()}}
     for name, result in summary.items():
         atomic_write_json(zoo_path(name) / EVAL, result)
     atomic_write_json(RESULTS / "zoo_eval.json", summary)
