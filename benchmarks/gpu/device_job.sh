@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU job in one call of the device machine, from the repository root, carrying .whl and the
 # packs under .pack/gpu (benchmarks/gpu/make_packs.sh). JOBS picks the steps, run in order:
-#   detector    train the hand detector (hand_detector.yaml) on every GPU (DDP through torchrun)
+#   detector    train hand detector v1 (hand_detector.yaml) from ImageNet on every GPU (DDP through torchrun)
+#   v2          fine-tune v1 into the shipped hand-detector v2 (hand_detector_v2.yaml; carry its init file)
 #   classifier  train the gesture classifier (gesture_classifier.yaml) on every GPU
 #   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry runs/pruned)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)

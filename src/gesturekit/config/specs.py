@@ -151,8 +151,8 @@ class DetectorModel(StrictModel):
     strides: list[Literal[4, 8, 16, 32]] = Field(default_factory=lambda: [8])
     context_stride: Literal[16, 32] | None = None
     """Deepest backbone stage feeding the top-down neck (None: stride 16, or the largest head stride).
-    32 brings the last backbone stage's wider context down to a stride-8 head for about a fifth more
-    CPU time."""
+    32 brings the last backbone stage's wider context down to a stride-8 head (MobileNetV2: about a
+    third more CPU time)."""
     positive_radius: Annotated[float, Field(ge=0.5)] = 0.5
     """Training targets: a cell is positive for a box when its centre lies within a quarter of the
     box size of the box centre, and at least this many strides (0.5, the least, gives every box a
