@@ -314,7 +314,8 @@ def match_mediapipe(gt: np.ndarray, hands: np.ndarray) -> list[int | None]:
     return owner
 
 
-def _recall(rows: list[tuple[str, bool]], classes: Sequence[str]) -> dict[str, dict[str, Any]]:
+def recall_by_class(rows: list[tuple[str, bool]], classes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per class of ``classes``: hands ``n``, ``correct`` and ``recall`` from ``(label, correct)`` rows."""
     out = {}
     for name in classes:
         hits = [ok for label, ok in rows if label == name]
@@ -398,8 +399,8 @@ def accuracy(dataset: Path, split: str, args: argparse.Namespace, work: Path, gk
         confusion.setdefault(label, {}).setdefault(predicted, 0)
         confusion[label][predicted] += 1
     classes = sorted(confusion)
-    gk_recall, mp_recall = _recall(gk_rows, classes), _recall(mp_rows, SHARED_CLASSES)
-    gk_lenient = _recall([(label, label == predicted) for label, predicted in lenient["rows"]], SHARED_CLASSES)
+    gk_recall, mp_recall = recall_by_class(gk_rows, classes), recall_by_class(mp_rows, SHARED_CLASSES)
+    gk_lenient = recall_by_class([(label, label == predicted) for label, predicted in lenient["rows"]], SHARED_CLASSES)
     sweep = {}
     for threshold in SWEEP_THRESHOLDS:
         scored = score_gesturekit(annotations, preds_low, threshold)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,9 +31,9 @@ OUT = Path(__file__).parent / "results" / "experiments" / "classifier_crop_ratio
 
 def accuracy(rows: list[tuple[str, str]]) -> dict:
     """Overall and per-class accuracy of ``(label, predicted)`` rows."""
-    total, correct = Counter(label for label, _ in rows), Counter(label for label, p in rows if label == p)
-    return {"accuracy": round(sum(correct.values()) / len(rows), 4),
-            "per_class": {k: f"{correct[k]}/{n}" for k, n in sorted(total.items())}}
+    per_class = cvm.recall_by_class([(label, label == p) for label, p in rows], sorted({label for label, _ in rows}))
+    return {"accuracy": round(sum(r["correct"] for r in per_class.values()) / len(rows), 4),
+            "per_class": {k: f"{r['correct']}/{r['n']}" for k, r in per_class.items()}}
 
 
 def main() -> None:
@@ -50,6 +49,7 @@ def main() -> None:
         for ann in annotations:
             (folder / ann.image.name).symlink_to(ann.image.resolve())
         frames = {ann.image: read_rgb(ann.image) for ann in annotations}
+        boxes = [box for ann in annotations for box in ann.boxes]
         for pair in ((None, None), ("hand-detector", "gesture-classifier")):
             gk = cvm.Gesturekit(detector=pair[0], classifier=pair[1])
             name = f"{gk.models['detector']} + {gk.models['classifier']}"
@@ -57,9 +57,8 @@ def main() -> None:
             result[name] = {"ground_truth_boxes": {}, "cascade": {}}
             for ratio in args.ratios:
                 gk.classifier.crop["enlarge_ratio"] = ratio
-                boxes = [box for ann in annotations for box in ann.boxes]
                 crops = [gk.classifier.crop_region(frames[ann.image], (box.x1, box.y1, box.x2, box.y2))
-                         for ann in annotations for box in ann.boxes]
+                         for ann in annotations for box in ann.boxes]  # in the order of boxes
                 # as in the cascade, a crop under secondary.min_crop_size gets no gesture (wrong)
                 gt = accuracy([(box.label, p if min(crop.shape[:2]) >= min_crop else "none")
                                for box, crop, (p, _) in zip(boxes, crops, gk.classifier(crops))])

@@ -52,14 +52,18 @@ def evaluate_classifier(name: str) -> dict:
     }
 
 
+def int8_result(int8: dict, fp32: dict) -> dict:
+    """An INT8 classifier's result with its macro-F1 difference to the FP32 model, in points."""
+    diff = {k: 100 * (r["macro_f1"] - fp32["datasets"][k]["macro_f1"]) for k, r in int8["datasets"].items()}
+    return {**int8, "precision": "int8", "macro_f1_diff_points_vs_fp32": diff}
+
+
 def main() -> None:
     summary = {"hand-detector": evaluate_detector("hand-detector"),
                "gesture-classifier": evaluate_classifier("gesture-classifier")}
-    int8 = evaluate_classifier("gesture-classifier-int8")  # the INT8 detectors' eval.json: optimize_detector.py
-    summary["gesture-classifier-int8"] = {
-        **int8, "precision": "int8",
-        "macro_f1_diff_points_vs_fp32": {k: 100 * (r["macro_f1"] - summary["gesture-classifier"]["datasets"][k]["macro_f1"])
-                                         for k, r in int8["datasets"].items()}}
+    # the INT8 detectors' eval.json: optimize_detector.py
+    summary["gesture-classifier-int8"] = int8_result(evaluate_classifier("gesture-classifier-int8"),
+                                                     summary["gesture-classifier"])
     for name, result in summary.items():
         atomic_write_json(zoo_path(name) / EVAL, result)
     atomic_write_json(RESULTS / "zoo_eval.json", summary)

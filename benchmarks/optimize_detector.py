@@ -379,7 +379,10 @@ def write_zoo_entry(out: Path, int8: Path, source: Path, row: dict, base_ms: flo
         torch.save({k: state[k] for k in ("model", "metadata", "epoch", "spec", "version") if k in state},
                    out / "model.pt")
         atomic_write_bytes(out / "spec.yaml", yaml.safe_dump(state["spec"], sort_keys=False).encode())
-        training = state["metadata"].get("training", {})
+        # a run stopped before its end has no training summary: its checkpoint's epoch and spec say what ran
+        planned = state["spec"]["training"]
+        training = state["metadata"].get("training") or {
+            "epochs": f"{state['epoch']} of {planned['epochs']} (the run stopped there)", "precision": planned["precision"]}
         how = {"quantization": "QAT INT8 QDQ (onnxruntime target: uint8 activations, int8 per-channel weights)",
                "qat_training": {k: training.get(k) for k in ("epochs", "global_batch_size", "precision", "device",
                                                              "wall_time_s", "images_seen")}}
