@@ -382,7 +382,8 @@ def write_zoo_entry(out: Path, int8: Path, source: Path, row: dict, base_ms: flo
         # a run stopped before its end has no training summary: its checkpoint's epoch and spec say what ran
         planned = state["spec"]["training"]
         training = state["metadata"].get("training") or {
-            "epochs": f"{state['epoch']} of {planned['epochs']} (the run stopped there)", "precision": planned["precision"]}
+            "epochs": f"{state['epoch']} of {planned['epochs']} (the run stopped there)",
+            "precision": planned["precision"]}
         how = {"quantization": "QAT INT8 QDQ (onnxruntime target: uint8 activations, int8 per-channel weights)",
                "qat_training": {k: training.get(k) for k in ("epochs", "global_batch_size", "precision", "device",
                                                              "wall_time_s", "images_seen")}}
