@@ -134,6 +134,59 @@ def test_detector_learns_one_box() -> None:
     assert box_iou(det["boxes"][:1], targets[0]["boxes"]).item() > 0.5
 
 
+def test_paired_iou_is_the_diagonal_of_box_iou() -> None:
+    from torchvision.ops import box_iou
+
+    from gesturekit.models.detector import paired_iou
+
+    torch.manual_seed(0)
+    a, b = torch.rand(6, 2) * 50, torch.rand(6, 2) * 50
+    boxes_a, boxes_b = torch.cat([a, a + 10 + torch.rand(6, 2) * 40], 1), torch.cat([b, b + 10 + torch.rand(6, 2) * 40], 1)
+    assert torch.allclose(paired_iou(boxes_a, boxes_b), box_iou(boxes_a, boxes_b).diagonal(), atol=1e-6)
+
+
+def test_quality_focal_loss_pulls_the_score_to_its_soft_target() -> None:
+    from gesturekit.models.detector import quality_focal_loss
+
+    targets = torch.tensor([0.0, 0.3, 0.8, 1.0])
+    logits = torch.zeros(4, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=5.0)
+    for _ in range(300):
+        opt.zero_grad()
+        quality_focal_loss(logits, targets).sum().backward()
+        opt.step()
+    assert torch.allclose(logits.sigmoid()[1:3], targets[1:3], atol=0.02)  # a soft target, not 0 or 1
+    assert logits.sigmoid()[0] < 0.1 and logits.sigmoid()[3] > 0.9
+
+
+def test_quality_focal_coverage_target_is_the_box_fit() -> None:
+    """Focal coverage loss is least when positive cells score 1; quality focal when each scores the
+    IoU of its own box with the hand."""
+    from gesturekit.models.detector import paired_iou
+
+    torch.manual_seed(0)
+    model = create_model("detectnet_v2", pretrained=False)
+    images, targets = torch.rand(1, 3, 96, 96), _targets([20.0, 20.0, 60.0, 70.0])
+    (stride, cov, box), = model.forward_levels(images)
+    positive = model._assign(stride, *cov.shape[-2:], targets[0]["boxes"][None], torch.ones(1, 1, dtype=torch.bool))[0] >= 0
+    fit = paired_iou(model._decode_level(stride, box)[0, positive, 0], targets[0]["boxes"].expand(int(positive.sum()), 4))
+    assert 0.05 < fit.mean() < 0.9  # untrained boxes fit partly
+
+    def coverage_loss(scores: torch.Tensor, kind: str) -> float:
+        logits = torch.full_like(cov, -30.0).flatten()  # negatives: certain, no loss
+        logits[positive] = torch.logit(scores.clamp(1e-4, 1 - 1e-4))
+        model.coverage_loss = kind
+        levels = [(stride, logits.view_as(cov), box)]
+        return model.compute_loss(levels, targets)["loss_coverage"].item()
+
+    for kind, best in (("focal", torch.ones_like(fit)), ("quality_focal", fit)):
+        others = [torch.ones_like(fit), fit, fit * 0.5, (fit + 0.3).clamp(max=1.0)]
+        losses = [coverage_loss(scores, kind) for scores in others]
+        assert min(losses) == coverage_loss(best, kind), kind
+    with pytest.raises(ValueError, match="coverage_loss"):
+        create_model("detectnet_v2", pretrained=False, coverage_loss="dice")
+
+
 def test_export_forward_shapes_follow_input() -> None:
     model = create_model("detectnet_v2", num_classes=2, pretrained=False, strides=[8, 16]).eval()
     boxes, scores = model.export_forward(torch.randn(2, 3, 64, 96))

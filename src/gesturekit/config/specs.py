@@ -157,6 +157,10 @@ class DetectorModel(StrictModel):
     """Training targets: a cell is positive for a box when its centre lies within a quarter of the
     box size of the box centre, and at least this many strides (0.5, the least, gives every box a
     cell; 1.5 gives small hands 3x3 cells instead of one or two)."""
+    coverage_loss: Literal["focal", "quality_focal"] = "focal"
+    """``focal``: positive cells' coverage is trained towards 1. ``quality_focal`` (GFL): towards the
+    IoU of the cell's predicted box with its hand, so scores also rank boxes by fit (scores run
+    lower: recalibrate a score threshold on validation data)."""
 
 
 class Distillation(StrictModel):

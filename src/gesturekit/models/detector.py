@@ -9,16 +9,32 @@ candidate boxes with NMS or DBSCAN (``models/postprocess.py``).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
 from gesturekit.models.backbones import build_backbone
 from gesturekit.models.postprocess import postprocess
 from gesturekit.models.registry import register_model
+
+CoverageLoss = Literal["focal", "quality_focal"]
+
+
+def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of each box in ``a`` [N,4] with the box in the same row of ``b`` [N,4] (xyxy)."""
+    wh = (torch.min(a[:, 2:], b[:, 2:]) - torch.max(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    return inter / (box_area(a) + box_area(b) - inter).clamp(min=1e-6)
+
+
+def quality_focal_loss(logits: torch.Tensor, targets: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+    """Quality focal loss (Li et al., Generalized Focal Loss, 2020), element-wise: binary cross-entropy
+    to a soft target in [0, 1], scaled by ``|target - sigmoid(logits)| ** beta``."""
+    scale = (targets - logits.sigmoid()).abs().pow(beta)
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * scale
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
@@ -61,6 +77,9 @@ class DetectNetV2(nn.Module):
         class_weights: per-class weight of the coverage loss.
         positive_radius: smallest half-size, in strides, of the region of positive cells around a
             box centre (``_assign``); larger gives small boxes more positive cells.
+        coverage_loss: ``focal`` trains each positive cell's coverage towards 1; ``quality_focal``
+            towards the IoU of the cell's box with its ground truth, so that the score ranks boxes by
+            how well they fit as well as by how sure the model is of a hand.
     """
 
     def __init__(
@@ -74,6 +93,7 @@ class DetectNetV2(nn.Module):
         postprocessing: dict[str, Any] | None = None,
         positive_radius: float = 0.5,
         context_stride: int | None = None,
+        coverage_loss: CoverageLoss = "focal",
     ) -> None:
         super().__init__()
         self.strides = sorted(strides or [8])
@@ -84,6 +104,9 @@ class DetectNetV2(nn.Module):
         self.heads = nn.ModuleDict({str(s): DenseHead(head_channels, num_classes) for s in self.strides})
         self.register_buffer("class_weights", torch.tensor(class_weights or [1.0] * num_classes), persistent=False)
         self.positive_radius = positive_radius
+        if coverage_loss not in ("focal", "quality_focal"):
+            raise ValueError(f"coverage_loss must be focal or quality_focal, got {coverage_loss!r}")
+        self.coverage_loss = coverage_loss
         self.postprocessing = dict(postprocessing or {})
         self.metadata: dict[str, Any] = {}
         self._teacher: tuple[DetectNetV2, float] | None = None  # set_teacher
@@ -226,24 +249,31 @@ class DetectNetV2(nn.Module):
         return boxes, labels, valid
 
     def compute_loss(self, levels, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Focal loss on the coverage maps and GIoU loss on the positive cells' boxes, batched."""
+        """Focal (or quality focal) loss on the coverage maps and GIoU loss on the positive cells' boxes, batched."""
         gt, labels, valid = self._pad_targets(targets, levels[0][1].device)
         sizes = torch.maximum(gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1])
         level_of = self._level_of(sizes)
         cov_loss = box_loss = levels[0][1].sum() * 0.0
         num_pos = torch.zeros((), device=gt.device)
         for li, (stride, cov, box) in enumerate(levels):
-            b, c, h, w = cov.shape
+            _, c, h, w = cov.shape
             owner = self._assign(stride, h, w, gt, valid & (level_of == li))  # [B,P]
             positive = owner >= 0
             safe = owner.clamp(min=0)
             cls = labels.gather(1, safe)  # [B,P]
-            cov_target = F.one_hot(cls, c).permute(0, 2, 1).float() * positive[:, None, :]  # [B,C,P]
-            focal = sigmoid_focal_loss(cov.float().flatten(2), cov_target, reduction="none")
-            cov_loss = cov_loss + (focal * self.class_weights[None, :, None]).sum()
             decoded = self._decode_level(stride, box)  # [B,P,C,4]
             pred = decoded.gather(2, cls[..., None, None].expand(-1, -1, 1, 4)).squeeze(2)  # [B,P,4]
             target = gt.gather(1, safe[..., None].expand(-1, -1, 4))  # [B,P,4]
+            quality = positive.float()  # [B,P] coverage target of each cell's own class
+            if self.coverage_loss == "quality_focal":
+                quality[positive] = paired_iou(pred[positive].detach(), target[positive])
+            cov_target = F.one_hot(cls, c).permute(0, 2, 1).float() * quality[:, None, :]  # [B,C,P]
+            logits = cov.float().flatten(2)
+            if self.coverage_loss == "quality_focal":
+                focal = quality_focal_loss(logits, cov_target)
+            else:
+                focal = sigmoid_focal_loss(logits, cov_target, reduction="none")
+            cov_loss = cov_loss + (focal * self.class_weights[None, :, None]).sum()
             giou = generalized_box_iou_loss(pred[positive], target[positive], reduction="sum")
             box_loss = box_loss + giou
             num_pos = num_pos + positive.sum()
