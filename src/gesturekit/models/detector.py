@@ -9,7 +9,7 @@ candidate boxes with NMS or DBSCAN (``models/postprocess.py``).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -104,8 +104,8 @@ class DetectNetV2(nn.Module):
         self.heads = nn.ModuleDict({str(s): DenseHead(head_channels, num_classes) for s in self.strides})
         self.register_buffer("class_weights", torch.tensor(class_weights or [1.0] * num_classes), persistent=False)
         self.positive_radius = positive_radius
-        if coverage_loss not in ("focal", "quality_focal"):
-            raise ValueError(f"coverage_loss must be focal or quality_focal, got {coverage_loss!r}")
+        if coverage_loss not in get_args(CoverageLoss):
+            raise ValueError(f"coverage_loss must be one of {get_args(CoverageLoss)}, got {coverage_loss!r}")
         self.coverage_loss = coverage_loss
         self.postprocessing = dict(postprocessing or {})
         self.metadata: dict[str, Any] = {}
@@ -264,15 +264,14 @@ class DetectNetV2(nn.Module):
             decoded = self._decode_level(stride, box)  # [B,P,C,4]
             pred = decoded.gather(2, cls[..., None, None].expand(-1, -1, 1, 4)).squeeze(2)  # [B,P,4]
             target = gt.gather(1, safe[..., None].expand(-1, -1, 4))  # [B,P,4]
-            quality = positive.float()  # [B,P] coverage target of each cell's own class
-            if self.coverage_loss == "quality_focal":
-                quality[positive] = paired_iou(pred[positive].detach(), target[positive])
-            cov_target = F.one_hot(cls, c).permute(0, 2, 1).float() * quality[:, None, :]  # [B,C,P]
+            own_class = F.one_hot(cls, c).permute(0, 2, 1).float()  # [B,C,P]
             logits = cov.float().flatten(2)
             if self.coverage_loss == "quality_focal":
-                focal = quality_focal_loss(logits, cov_target)
+                quality = torch.zeros_like(positive, dtype=torch.float32)  # [B,P] each positive cell's box fit
+                quality[positive] = paired_iou(pred[positive].detach(), target[positive])
+                focal = quality_focal_loss(logits, own_class * quality[:, None, :])
             else:
-                focal = sigmoid_focal_loss(logits, cov_target, reduction="none")
+                focal = sigmoid_focal_loss(logits, own_class * positive[:, None, :], reduction="none")
             cov_loss = cov_loss + (focal * self.class_weights[None, :, None]).sum()
             giou = generalized_box_iou_loss(pred[positive], target[positive], reduction="sum")
             box_loss = box_loss + giou
