@@ -97,6 +97,16 @@ def test_model_card_from_files(zoo_at) -> None:
     assert "per_class" not in card and "images_per_s | 950.5" not in card.split("## Speed")[0]
 
 
+def test_model_card_names_each_data_source_once_with_its_split_and_repeats(zoo_at) -> None:
+    spec_file = zoo_at / "hand-detector" / "spec.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["dataset"]["train"] = ["ego.gkpack", {"path": "hagrid.gkpack", "split": "val"},
+                                {"path": "hagrid.gkpack", "split": "val"}, "hands.gkpack", "ego.gkpack"]
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert "| Dataset (train) | `ego.gkpack`, `hagrid.gkpack:val` x2, `hands.gkpack`, `ego.gkpack` |" in \
+        zoo.model_card("hand-detector")
+
+
 def test_model_card_falls_back_to_checkpoint_metadata(zoo_at) -> None:
     card = zoo.model_card("gesture-classifier")
     assert "| Classes | fist, random |" in card and "resized to 96x96 (box enlarged x1.5, margin 8 px)" in card

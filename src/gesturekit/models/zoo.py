@@ -180,6 +180,18 @@ def _input_text(meta: dict[str, Any]) -> str:
             f"margin {crop['margin_px']:g} px)")
 
 
+def _sources_text(sources: list[Any]) -> str:
+    """A spec's data sources as `path` or `path:split`, a source listed n times in a row as "x n"."""
+    names = [f"{s['path']}:{s['split']}" if isinstance(s, dict) else str(s) for s in sources]
+    runs: list[list[Any]] = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    return ", ".join(f"`{name}`" + (f" x{count}" if count > 1 else "") for name, count in runs)
+
+
 def _training_rows(summary: dict[str, Any], spec: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     if "epochs" in summary:
@@ -198,7 +210,7 @@ def _training_rows(summary: dict[str, Any], spec: dict[str, Any]) -> list[tuple[
     dataset = spec.get("dataset") or {}
     for split in ("train", "val"):
         if dataset.get(split):
-            rows.append((f"Dataset ({split})", ", ".join(f"`{p}`" for p in dataset[split])))
+            rows.append((f"Dataset ({split})", _sources_text(dataset[split])))
     if summary.get("images_seen") is not None:
         rows.append(("Images seen", f"{int(summary['images_seen']):,}"))
     if summary.get("wall_time_s") is not None:
