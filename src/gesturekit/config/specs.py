@@ -27,6 +27,7 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Backbone = Literal["mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet34"]
+CoverageLoss = Literal["focal", "quality_focal"]
 
 
 class LearningRate(StrictModel):
@@ -157,7 +158,7 @@ class DetectorModel(StrictModel):
     """Training targets: a cell is positive for a box when its centre lies within a quarter of the
     box size of the box centre, and at least this many strides (0.5, the least, gives every box a
     cell; 1.5 gives small hands 3x3 cells instead of one or two)."""
-    coverage_loss: Literal["focal", "quality_focal"] = "focal"
+    coverage_loss: CoverageLoss = "focal"
     """``focal``: positive cells' coverage is trained towards 1. ``quality_focal`` (GFL): towards the
     IoU of the cell's predicted box with its hand, so scores also rank boxes by fit (scores run
     lower: recalibrate a score threshold on validation data)."""

@@ -9,19 +9,17 @@ candidate boxes with NMS or DBSCAN (``models/postprocess.py``).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
+from gesturekit.config.specs import CoverageLoss
 from gesturekit.models.backbones import build_backbone
 from gesturekit.models.postprocess import postprocess
 from gesturekit.models.registry import register_model
-
-CoverageLoss = Literal["focal", "quality_focal"]
-
 
 def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU of each box in ``a`` [N,4] with the box in the same row of ``b`` [N,4] (xyxy)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -183,12 +184,7 @@ def _input_text(meta: dict[str, Any]) -> str:
 def _sources_text(sources: list[Any]) -> str:
     """A spec's data sources as `path` or `path:split`, a source listed n times in a row as "x n"."""
     names = [f"{s['path']}:{s['split']}" if isinstance(s, dict) else str(s) for s in sources]
-    runs: list[list[Any]] = []
-    for name in names:
-        if runs and runs[-1][0] == name:
-            runs[-1][1] += 1
-        else:
-            runs.append([name, 1])
+    runs = [(name, len(list(group))) for name, group in groupby(names)]
     return ", ".join(f"`{name}`" + (f" x{count}" if count > 1 else "") for name, count in runs)
 
 
