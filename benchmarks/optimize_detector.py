@@ -80,6 +80,8 @@ FRAME_SIZE = (640, 480)
 METRICS = ("ap50", "ap50_95", "coco_ap50", "kitti_ap", "num_images", "best_f1")
 TARGETS = {"int8_speedup": 1.5, "int8_ap_drop_points": 1.0, "prune_params_percent": 50.0,
            "prune_macs_percent": 40.0, "prune_ap_drop_points_after_retraining": 1.0}
+PRUNE_AP_DATASETS = ("egohands_test", "hagrid_hand_test")
+"""The test sets the pruning AP target names (#5: EgoHands and HaGRID); the drop over every set is reported too."""
 
 
 @contextlib.contextmanager
@@ -324,10 +326,12 @@ def main() -> None:
         if retrained is None:
             prune_targets["ap_after_retraining"] = "not measured (no --pruned checkpoint)"
         else:
-            drop = max(-d for d in retrained["ap50_diff_points_vs_fp32"].values())
+            diffs = retrained["ap50_diff_points_vs_fp32"]
+            drop = max(-diffs[d] for d in PRUNE_AP_DATASETS)
             red = retrained["reduction_percent"]
             prune_targets["retrained"] = {
                 "params_percent": red["params"], "macs_percent": red["macs"], "ap_drop_points": drop,
+                "ap_drop_datasets": list(PRUNE_AP_DATASETS), "ap_drop_points_all_datasets": max(-d for d in diffs.values()),
                 "met": red["params"] >= TARGETS["prune_params_percent"] and red["macs"] >= TARGETS["prune_macs_percent"]
                 and drop <= TARGETS["prune_ap_drop_points_after_retraining"]}
         targets = {

