@@ -58,6 +58,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from gesturekit.boxes import box_iou
 from gesturekit.config.app import AppConfig
 from gesturekit.data.formats.hagrid import read_hagrid
 from gesturekit.data.formats.kitti import read_kitti_dataset
@@ -66,7 +67,7 @@ from gesturekit.pipeline.app import load_models, model_names, open_sources, run_
 from gesturekit.pipeline.cascade import Cascade
 from gesturekit.pipeline.predictions import prediction_record, read_predictions
 from gesturekit.pipeline.sources import VideoSource
-from gesturekit.pipeline.tracker import IoUTracker, iou_matrix
+from gesturekit.pipeline.tracker import IoUTracker
 from gesturekit.runtime.detector import preprocess_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,7 +275,7 @@ def multi_source(gk: Gesturekit, video: Path, args: argparse.Namespace, work: Pa
 
 def best_iou_matches(gt: np.ndarray, pred: np.ndarray, threshold: float) -> list[int | None]:
     """For each ground-truth box [N,4], the index of the prediction [M,4] of highest IoU >= threshold."""
-    iou = iou_matrix(gt, pred)
+    iou = box_iou(gt, pred)
     if iou.shape[1] == 0:
         return [None] * len(gt)
     best = iou.argmax(1)
@@ -292,7 +293,7 @@ def match_mediapipe(gt: np.ndarray, hands: np.ndarray) -> list[int | None]:
     owner: list[int | None] = [None] * len(gt)
     if len(hands) == 0:
         return owner
-    iou = iou_matrix(gt, hands)
+    iou = box_iou(gt, hands)
     used: set[int] = set()
     for flat in np.argsort(-iou, axis=None, kind="stable"):
         i, j = divmod(int(flat), iou.shape[1])
@@ -334,7 +335,7 @@ def hagrid_labels(annotations: Sequence[Any], hagrid: Path, split: str) -> list[
     labels = []
     for ann in annotations:
         theirs = raw[ann.image.name]
-        iou = iou_matrix(_boxes([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes]),
+        iou = box_iou(_boxes([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes]),
                          _boxes([[b.x1, b.y1, b.x2, b.y2] for b in theirs]))
         labels += [theirs[int(j)].label for j in iou.argmax(1)]
     return labels
@@ -352,7 +353,7 @@ def score_gesturekit(annotations: Sequence[Any], preds: dict[str, list[dict[str,
         gt, found = _boxes([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes]), _boxes([d["bbox"] for d in dets])
         owners = match_mediapipe(gt, found) if lenient else best_iou_matches(gt, found, MATCH_IOU)
         rows += [(box.label, str(dets[j]["gesture"]) if j is not None else "missed") for box, j in zip(ann.boxes, owners)]
-        iou = iou_matrix(found, gt)
+        iou = box_iou(found, gt)
         unmatched += int((iou.max(1, initial=0.0) < MATCH_IOU).sum()) if len(found) else 0
     correct = sum(label == predicted for label, predicted in rows)
     return {"rows": rows, "accuracy": correct / len(rows), "detected": sum(p != "missed" for _, p in rows),

@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from gesturekit.boxes import box_iou
 from gesturekit.errors import GesturekitError
-from gesturekit.metrics.detection import CURVE_POINTS, box_iou, evaluate_detection, voc_ap
+from gesturekit.metrics.detection import CURVE_POINTS, evaluate_detection, voc_ap
 from gesturekit.metrics.plots import save_pr_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

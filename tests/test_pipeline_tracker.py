@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gesturekit.boxes import box_iou
 from gesturekit.pipeline.predictions import HandPrediction
-from gesturekit.pipeline.tracker import IoUTracker, iou_matrix, match
+from gesturekit.pipeline.tracker import IoUTracker, match
 
 
 def hand(x: float, y: float, gesture: str | None = "fist", p: float | None = 0.9, size: float = 20) -> HandPrediction:
@@ -66,10 +67,10 @@ def test_without_smoothing_the_label_passes_through() -> None:
 def test_iou_and_matching() -> None:
     a = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
     b = np.array([[0, 0, 10, 5], [100, 100, 110, 110]], float)
-    iou = iou_matrix(a, b)
+    iou = box_iou(a, b)
     assert iou.shape == (2, 2)
     assert iou[0, 0] == pytest.approx(0.5) and iou[1, 1] == 0
-    assert iou_matrix(a, np.zeros((0, 4))).shape == (2, 0)
+    assert box_iou(a, np.zeros((0, 4))).shape == (2, 0)
     # Greedy takes the best pair first; Hungarian maximises the total.
     m = np.array([[0.9, 0.8], [0.85, 0.0]])
     assert sorted(match(m, 0.3, "greedy")) == [(0, 0)]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the compact training packs that travel to the GPU machine (about 42 MB under .pack/gpu),
+# Build the compact training packs that travel to the GPU machine (about 44 MB under .pack/gpu),
 # and the KITTI datasets under work/ that evaluation reads. Run from the repository root.
 set -euo pipefail
 D=${GESTUREKIT_DATA:-../shared/data}
@@ -18,6 +18,11 @@ gesturekit data pack work/fingers_yolo -o .pack/gpu/det_fingers_yolo.gkpack --sp
 # tight HaGRID crops of all 13 gestures for the detector's copy-paste augmentation
 gesturekit data pack "$D/hagrid/crops" --kind classification --max-size 72 --max-per-class 500 --holdout 0.15 \
   --seed 0 --splits train --quality 75 -o .pack/gpu/paste_crops.gkpack
+# HaGRID like / dislike crops only (experiments/hand_detector_pruned_paste_thumbs.yaml)
+mkdir -p work/thumbs_crops && ln -sfn "$(realpath "$D/hagrid/crops/like")" work/thumbs_crops/like \
+  && ln -sfn "$(realpath "$D/hagrid/crops/dislike")" work/thumbs_crops/dislike
+gesturekit data pack work/thumbs_crops --kind classification --max-size 72 --max-per-class 1000 --holdout 0.15 \
+  --seed 0 --splits train --quality 75 -o .pack/gpu/paste_thumbs.gkpack
 CROPS="$D/hagrid/crops --kind classification --max-size 96 --class-map-preset hagrid-gesturenet --holdout 0.15 --seed 0"
 gesturekit data pack $CROPS --max-per-class 1100 --splits train --quality 75 -o .pack/gpu/cls_crops.gkpack
 gesturekit data pack $CROPS --splits test --quality 90 -o .pack/cls_crops_test.gkpack   # evaluation only

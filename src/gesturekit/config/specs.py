@@ -28,6 +28,7 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 Precision = Literal["fp32", "fp16", "bf16"]
 Backbone = Literal["mobilenet_v2", "efficientnet_lite0", "resnet18", "resnet34"]
 CoverageLoss = Literal["focal", "quality_focal"]
+Clustering = Literal["nms", "dbscan"]
 
 
 class LearningRate(StrictModel):
@@ -173,7 +174,7 @@ class Distillation(StrictModel):
 
 
 class DetectionPostprocessing(StrictModel):
-    clustering: Literal["nms", "dbscan"] = "nms"
+    clustering: Clustering = "nms"
     coverage_threshold: Fraction = 0.05
     nms_iou_threshold: Fraction = 0.5
     dbscan_eps: Fraction = 0.3

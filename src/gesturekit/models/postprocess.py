@@ -3,12 +3,10 @@ then cluster candidate boxes with NMS or DBSCAN (as TAO's DetectNet_v2 does)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-Clustering = Literal["nms", "dbscan"]
+from gesturekit.config.specs import Clustering
 
 
 def _dbscan_labels(distance: torch.Tensor, eps: float, min_samples: int) -> torch.Tensor:

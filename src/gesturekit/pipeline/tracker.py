@@ -17,20 +17,8 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from gesturekit.boxes import box_iou
 from gesturekit.pipeline.predictions import HandPrediction
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes ``a`` [N, 4] and ``b`` [M, 4] -> [N, M]."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def match(iou: np.ndarray, threshold: float, method: Literal["hungarian", "greedy"]) -> list[tuple[int, int]]:
@@ -101,7 +89,7 @@ class IoUTracker:
         """
         boxes = np.array([h.bbox for h in hands], dtype=np.float64).reshape(-1, 4)
         last = np.array([t.bbox for t in self.tracks], dtype=np.float64).reshape(-1, 4)
-        pairs = match(iou_matrix(boxes, last), self.iou_threshold, self.method)
+        pairs = match(box_iou(boxes, last), self.iou_threshold, self.method)
         owner = {d: self.tracks[t] for d, t in pairs}
         for track in self.tracks:
             track.misses += 1
