@@ -336,7 +336,7 @@ def hagrid_labels(annotations: Sequence[Any], hagrid: Path, split: str) -> list[
     for ann in annotations:
         theirs = raw[ann.image.name]
         iou = box_iou(_boxes([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes]),
-                         _boxes([[b.x1, b.y1, b.x2, b.y2] for b in theirs]))
+                      _boxes([[b.x1, b.y1, b.x2, b.y2] for b in theirs]))
         labels += [theirs[int(j)].label for j in iou.argmax(1)]
     return labels
 

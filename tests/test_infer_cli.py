@@ -52,7 +52,7 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
         {"detector": "hand-detector-pruned-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
          "score_threshold": 0.4},
         {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1},
-    ]  # the CPU runtime's default models, pruned INT8 detector + INT8 classifier; the classifier keeps its own thread count
+    ]  # the CPU runtime's defaults, pruned INT8 detector + INT8 classifier; the classifier keeps its own threads
     lines = read_predictions(tmp_path / "preds.jsonl")
     assert [r["frame"] for r in lines] == list(range(10))
     first = lines[0]

@@ -21,6 +21,7 @@ from gesturekit.models.backbones import build_backbone
 from gesturekit.models.postprocess import postprocess
 from gesturekit.models.registry import register_model
 
+
 def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU of each box in ``a`` [N,4] with the box in the same row of ``b`` [N,4] (xyxy)."""
     wh = (torch.min(a[:, 2:], b[:, 2:]) - torch.max(a[:, :2], b[:, :2])).clamp(min=0)

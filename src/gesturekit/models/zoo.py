@@ -55,8 +55,9 @@ def zoo_names() -> list[str]:
 
 def default_models(backend: str, device: str) -> dict[str, str]:
     """The app's ``detector`` and ``classifier``: for ONNX Runtime on the CPU the pruned INT8
-    detector and the INT8 classifier (the cascade 1.8x faster than with the FP32 pair on a 2-core
-    CPU, 2.6 gesture-accuracy points under it), else the FP32 models."""
+    detector and the INT8 classifier (on a 2-core CPU the cascade runs about 1.9x the FP32 pair's
+    FPS, HaGRID gesture accuracy 0.818 against its 0.792: benchmarks/results/cascade_vs_mediapipe*.json),
+    else the FP32 models."""
     return CPU_MODELS if backend == "onnxruntime" and device == "cpu" else FP32_MODELS
 
 
