@@ -9,7 +9,7 @@
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
 #   throughput  detector training throughput: strict FP32 / TF32 / AMP on one GPU, then 1 vs N GPUs
 #   PATH.yaml   train the spec at PATH (e.g. benchmarks/gpu/experiments/*.yaml; a classifier when its name
-#               says classifier), run named after it
+#               says classifier or verifier), run named after it
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
 # Carry .whl, the .pack/gpu packs a job reads, .whl-weights for jobs that start from ImageNet
 # (detector, classifier) and runs/pruned for `pruned` (made here first:
@@ -27,7 +27,7 @@ NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 
 spec_of() { case $1 in *.yaml) echo "$1";; detector) echo benchmarks/gpu/hand_detector.yaml;;
   classifier) echo benchmarks/gpu/gesture_classifier.yaml;; *) echo "benchmarks/gpu/hand_detector_$1.yaml";; esac; }
-task_of() { case $1 in classifier|*classifier*.yaml) echo classifier;; *) echo detector;; esac; }
+task_of() { case $1 in classifier|*classifier*.yaml|*verifier*.yaml) echo classifier;; *) echo detector;; esac; }
 name_of() { case $1 in *.yaml) basename "$1" .yaml;; detector) echo hand-detector;; classifier) echo gesture-classifier;;
   *) echo "hand-detector-$1";; esac; }
 train() {  # train JOB NPROC: one training run, its log in $RUNS

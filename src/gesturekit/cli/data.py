@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from gesturekit.data.classmap import PRESETS, build_class_map
 from gesturekit.data.convert import FORMATS, convert as convert_dataset
+from gesturekit.data.formats.kitti import read_kitti_dataset, write_kitti_dataset
 from gesturekit.data.stats import compute_stats, kitti_stats, render_stats
 from gesturekit.data.validate import validate_kitti
 
@@ -168,3 +169,42 @@ def stats(root: DirArg, as_json: JsonOpt = False) -> None:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     render_stats(result, _console(), title=str(root))
+
+
+MINE_HELP = (
+    "Mine hand detectors' false positives on a KITTI split: the training data of a hand verifier."
+    "\n\nWrites a KITTI dataset with the split's images, their own boxes, and up to --max-per-image "
+    "detections (of all --model detectors pooled, best first, near-duplicates dropped) whose IoU with "
+    "every box is below --iou-below, labelled background. Pack it with --kind classification to train "
+    "a verifier (benchmarks/gpu/make_packs.sh)."
+    "\n\nExample: gesturekit data mine work/egohands --split train -m hand-detector "
+    "-m hand-detector-pruned-int8 -o work/verifier/egohands"
+)
+
+
+@app.command(help=MINE_HELP)
+def mine(
+    root: DirArg,
+    output: OutputOpt,
+    models: Annotated[list[str], typer.Option(
+        "--model", "-m", help="A detector (zoo name or model file); repeat for several.", show_default=False,
+    )],
+    split: Annotated[str, typer.Option(help="The split to mine (written under the same name).")] = "train",
+    score_threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Lowest detector score mined: the lowest score a verifier will be asked about.",
+    )] = 0.05,
+    iou_below: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="A detection is a false positive when its IoU with every box is below this.",
+    )] = 0.3,
+    max_per_image: Annotated[int, typer.Option(min=0, help="Most false positives kept per image.")] = 8,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write ROOT's SPLIT with mined background boxes to OUTPUT and print its statistics."""
+    from gesturekit.evaluation.hard_negatives import mine_hard_negatives
+    from gesturekit.runtime.loading import load_detector
+
+    detectors = [load_detector(m, score_threshold=score_threshold) for m in models]
+    mined, count = mine_hard_negatives(detectors, read_kitti_dataset(root, split), iou_below, max_per_image)
+    written = write_kitti_dataset({split: mined}, output, overwrite=overwrite)
+    out = _console()
+    render_stats(compute_stats(written), out, title=f"{output} ({count} background boxes mined)")
