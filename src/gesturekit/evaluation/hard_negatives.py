@@ -34,7 +34,8 @@ def mine_hard_negatives(
 ) -> tuple[list[ImageAnnotation], int]:
     """Each image with its own boxes plus the detectors' false positives labelled ``BACKGROUND``.
 
-    A false positive is a detection whose IoU with every annotated box is below ``iou_below``.
+    A false positive is a detection whose IoU with every annotated box is below ``iou_below`` (and
+    at least a pixel wide and high, as a KITTI label must be).
     The detectors' false positives of an image are pooled, best score first, near-duplicates
     (IoU >= ``duplicate_iou`` with a kept one) dropped, and at most ``max_per_image`` kept. Set the
     detectors' ``score_threshold`` to the lowest score a verifier will be asked about.
@@ -49,8 +50,8 @@ def mine_hard_negatives(
         truth = np.array([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes], np.float32).reshape(-1, 4)
         boxes = np.concatenate([f[k]["boxes"] for f in found])
         scores = np.concatenate([f[k]["scores"] for f in found])
-        overlap = box_iou(boxes, truth).max(1, initial=0.0)
-        negatives = boxes[overlap < iou_below][np.argsort(-scores[overlap < iou_below], kind="stable")]
+        usable = (box_iou(boxes, truth).max(1, initial=0.0) < iou_below) & (boxes[:, 2:] - boxes[:, :2] >= 1).all(1)
+        negatives = boxes[usable][np.argsort(-scores[usable], kind="stable")]
         kept = negatives[_keep_distinct(negatives, duplicate_iou)[:max_per_image]]
         mined += len(kept)
         extra = [Box(BACKGROUND, *(float(v) for v in box)) for box in kept]
