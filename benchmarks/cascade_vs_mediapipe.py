@@ -178,12 +178,12 @@ class Gesturekit:
     """The cascade's models, loaded once, run through ``run_app`` (the ``gesturekit infer`` path)."""
 
     def __init__(self, score_threshold: float | None = None, detector: str | None = None,
-                 classifier: str | None = None) -> None:
-        primary: dict = {"detector": detector}
+                 classifier: str | None = None, verifier: str | None = None, verify: bool = True) -> None:
+        primary: dict = {"detector": detector, "verifier": verifier, "verify": verify}
         if score_threshold is not None:
             primary["score_threshold"] = score_threshold
         self.config = AppConfig.model_validate({"primary": primary, "secondary": {"classifier": classifier}})
-        self.models = dict(zip(("detector", "classifier"), model_names(self.config)))
+        self.models = model_names(self.config)
         self.detector, self.classifier = load_models(self.config)
 
     def cascade(self) -> Cascade:
@@ -369,7 +369,8 @@ def accuracy(dataset: Path, split: str, args: argparse.Namespace, work: Path, gk
     log = gk.run([str(folder)], work / "hagrid.jsonl")
     preds = {r["image"]: r["detections"] for r in read_predictions(work / "hagrid.jsonl")}
     low = Gesturekit(score_threshold=min(SWEEP_THRESHOLDS), detector=gk.config.primary.detector,
-                     classifier=gk.config.secondary.classifier)
+                     classifier=gk.config.secondary.classifier, verifier=gk.config.primary.verifier,
+                     verify=gk.config.primary.verify)
     low.run([str(folder)], work / "hagrid_low.jsonl")
     preds_low = {r["image"]: r["detections"] for r in read_predictions(work / "hagrid_low.jsonl")}
 
@@ -503,7 +504,8 @@ def profile(gk: Gesturekit, video: Path, real_run: dict[str, Any]) -> dict[str, 
         "real_run_fps": round(real_run["fps"], 2),
         "cpu_bound_fps": round((os.cpu_count() or 1) * 1000 / real_run["cpu_ms_per_frame"], 1),
         "foreign_cpu_s": log["foreign_cpu_s"],
-        "note": "stages run one after another on one frame at a time; the app overlaps decode, "
+        "note": "stages run one after another on one frame at a time (detector_postprocess includes the hand "
+                "verifier when there is one); the app overlaps decode, "
                 "detection, classification+tracking and JSON in separate threads",
     }
 
@@ -552,6 +554,8 @@ def main() -> None:
                         help="zoo name or model file of the detector (default: the app's, hand-detector-pruned-int8)")
     parser.add_argument("--classifier", default=None,
                         help="zoo name or model file of the classifier (default: the app's, gesture-classifier-int8)")
+    parser.add_argument("--verifier", default=None,
+                        help="zoo name or model file of the hand verifier, or none (default: the app's, hand-verifier)")
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--max-foreign-cpu", type=float, default=1.0,
                         help="CPU seconds other processes may use during a timed run before it is repeated")
@@ -560,7 +564,8 @@ def main() -> None:
     args = parser.parse_args()
 
     videos = {"620x1080": args.video, "640x480": letterboxed_copy(args.video, args.cache_dir)}
-    gk = Gesturekit(detector=args.detector, classifier=args.classifier)
+    gk = Gesturekit(detector=args.detector, classifier=args.classifier,
+                    verifier=None if args.verifier == "none" else args.verifier, verify=args.verifier != "none")
     with tempfile.TemporaryDirectory(prefix="gk-bench-") as tmp:
         work = Path(tmp)
         result: dict[str, Any] = {"throughput": throughput(gk, videos, args, work)}

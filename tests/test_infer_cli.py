@@ -50,9 +50,10 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert f"{video}: 10 frames" in result.output
     assert calls == [
         {"detector": "hand-detector-pruned-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
-         "score_threshold": 0.4},
+         "score_threshold": 0.3, "verifier": "hand-verifier-int8", "candidate_threshold": 0.1,
+         "trust_threshold": 0.6},
         {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1},
-    ]  # the CPU runtime's defaults, pruned INT8 detector + INT8 classifier; the classifier keeps its own threads
+    ]  # the CPU runtime's defaults, pruned INT8 detector + verifier + INT8 classifier; the classifier keeps its threads
     lines = read_predictions(tmp_path / "preds.jsonl")
     assert [r["frame"] for r in lines] == list(range(10))
     first = lines[0]
@@ -69,15 +70,17 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
     a, b = write_video(tmp_path / "a.mp4", 6), write_video(tmp_path / "b.mp4", 9)
     config = tmp_path / "app.yaml"
     config.write_text(f"sources: [{a}]\nprimary:\n  detector: my-det.onnx\n  score_threshold: 0.2\n"
-                      "secondary:\n  min_crop_size: 200\n")
+                      "  candidate_threshold: 0.15\nsecondary:\n  min_crop_size: 200\n")
     result = CliRunner().invoke(app, [
         "infer", str(a), str(b), "--config", str(config), "--no-classifier", "--backend", "torch",
+        "--verifier", "my-verifier.pt",
         "--out-json", str(tmp_path / "out" / "p.jsonl"), "--max-frames", "5", "--quiet",
     ])
     assert result.exit_code == 0, result.output
     assert result.output == ""
     assert calls == [{"detector": "my-det.onnx", "backend": "torch", "device": "cpu", "threads": None,
-                      "score_threshold": 0.2}]
+                      "score_threshold": 0.2, "verifier": "my-verifier.pt", "candidate_threshold": 0.15,
+                      "trust_threshold": 0.6}]
     for i in range(2):
         lines = read_predictions(tmp_path / "out" / f"p.{i}.jsonl")
         assert [r["frame"] for r in lines] == list(range(5))
@@ -91,6 +94,7 @@ def test_infer_off_the_cpu_runtime_defaults_to_the_fp32_models(tmp_path: Path, c
     result = CliRunner().invoke(app, ["infer", str(video), *flags, "--quiet", "--out-json", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 0, result.output
     assert [c.get("detector", c.get("classifier")) for c in calls] == ["hand-detector", "gesture-classifier"]
+    assert calls[0]["verifier"] == "hand-verifier"
 
 
 def test_infer_missing_source_fails_before_loading_models(tmp_path: Path, cli: tuple) -> None:
@@ -125,3 +129,12 @@ def test_infer_bad_config_key_names_file_and_key(tmp_path: Path, cli: tuple) -> 
     result = CliRunner().invoke(app, ["infer", "x.mp4", "--config", str(config)])
     assert isinstance(result.exception, GesturekitError)
     assert str(result.exception) == f"{config}: tracker.iou: unknown key"
+
+
+def test_infer_no_verify_loads_no_verifier(tmp_path: Path, cli: tuple) -> None:
+    app, calls = cli
+    video = write_video(tmp_path / "clip.mp4", 3, 64, 48, fps=10)
+    result = CliRunner().invoke(app, ["infer", str(video), "--no-verify", "--quiet",
+                                      "--out-json", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert calls[0]["verifier"] is None and calls[0]["detector"] == "hand-detector-pruned-int8"

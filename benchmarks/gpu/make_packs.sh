@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the compact training packs that travel to the GPU machine (about 70 MB under .pack/gpu),
+# Build the compact training packs that travel to the GPU machine (about 60 MB under .pack/gpu),
 # and the KITTI datasets under work/ that evaluation reads. Run from the repository root.
 set -euo pipefail
 D=${GESTUREKIT_DATA:-../shared/data}
@@ -28,12 +28,12 @@ gesturekit data pack $CROPS --max-per-class 1100 --splits train --quality 75 -o 
 gesturekit data pack $CROPS --splits test --quality 90 -o .pack/cls_crops_test.gkpack   # evaluation only
 gesturekit data pack work/hagrid_gesture -o .pack/gpu/cls_frames.gkpack --kind classification --splits val \
   --max-size 160 --quality 85 --context 2.5
-# hand verifier (experiments/hand_verifier.yaml): each detector training split with the false positives that
+# hand verifier (hand_verifier.yaml): each detector training split with up to 3 false positives per image that
 # the two app detectors make at score >= 0.05 (gesturekit data mine), cut with 2x context for 1.5x crops
 for ds in egohands:train hagrid_hand:val hands_yolo:train fingers_yolo:train; do
   name=${ds%%:*} split=${ds##*:}
   gesturekit data mine "work/$name" --split "$split" -m hand-detector -m hand-detector-pruned-int8 \
-    -o "work/verifier/$name" --overwrite
+    --max-per-image 3 -o "work/verifier/$name" --overwrite
   gesturekit data pack "work/verifier/$name" --kind classification --splits "$split" --max-size 96 --context 2.0 \
     --quality 80 -o ".pack/gpu/ver_$name.gkpack"
 done

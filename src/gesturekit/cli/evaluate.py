@@ -28,14 +28,20 @@ def _backend_for(model: str, backend: str | None) -> str:
 @app.command()
 def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, dataset: DatasetOption = None,
              split: SplitOption = None, backend: Annotated[Optional[str], typer.Option(
-                 help="onnxruntime or torch (default: torch for .pt)")] = None) -> None:
+                 help="onnxruntime or torch (default: torch for .pt)")] = None,
+             verifier: Annotated[Optional[str], typer.Option(
+                 help="A hand verifier (zoo name or model file) as the detector's second stage; every "
+                 "candidate it rescores is kept, however low its new score.", show_default=False)] = None,
+             candidate_threshold: Annotated[float, typer.Option(
+                 min=0.0, max=1.0, help="With --verifier: the lowest detector score it rescores.")] = 0.1) -> None:
     """AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP at evaluation.kitti_iou_threshold, per dataset."""
     from gesturekit.evaluation.detection import evaluate_detector_on
     from gesturekit.runtime.loading import load_detector
 
     cfg = load_spec(spec, DetectorSpec)
     detector_ = load_detector(model, _backend_for(model, backend),
-                              score_threshold=cfg.postprocessing.coverage_threshold)
+                              score_threshold=0.0 if verifier else cfg.postprocessing.coverage_threshold,
+                              verifier=verifier, candidate_threshold=candidate_threshold)
     results = evaluate_detector_on(detector_, dataset or cfg.evaluation.datasets, split or cfg.evaluation.split,
                                    cfg.dataset.class_map, cfg.evaluation.minimum_width,
                                    cfg.evaluation.minimum_height, cfg.evaluation.kitti_iou_threshold, out)

@@ -78,6 +78,12 @@ def infer(
         help="Gesture classifier: a zoo name or a model file. "
         "(default: gesture-classifier-int8 on onnxruntime on the CPU, else gesture-classifier)",
         show_default=False)] = None,
+    verifier: Annotated[Optional[str], typer.Option(
+        help="Hand verifier, the detector's second stage: a zoo name or a model file. (default: hand-verifier)",
+        show_default=False)] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Keep the detector's own scores (no hand verifier); consider --score-threshold 0.4."
+    )] = False,
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Detect hands only (every gesture is null).")] = False,
     backend: Annotated[Optional[BackendChoice], typer.Option(
@@ -90,7 +96,7 @@ def infer(
         min=1, max=65535, help="Serve a live MJPEG preview on http://127.0.0.1:PORT/.",
         show_default=False)] = None,
     score_threshold: Annotated[Optional[float], typer.Option(
-        min=0.0, max=1.0, help="Keep detections scoring at least this. (default: 0.4)",
+        min=0.0, max=1.0, help="Keep detections scoring at least this (after the verifier). (default: 0.3)",
         show_default=False)] = None,
     margin: Annotated[Optional[float], typer.Option(
         min=0.0, help="Crop margin in pixels around each hand, overriding the classifier's own.",
@@ -131,6 +137,8 @@ def infer(
         primary__device=device.value if device else None,
         primary__score_threshold=score_threshold,
         primary__threads=threads,
+        primary__verifier=verifier,
+        primary__verify=False if no_verify else None,
         secondary__classifier=classifier,
         secondary__enabled=False if no_classifier else None,
         secondary__margin=margin,

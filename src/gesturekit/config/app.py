@@ -41,8 +41,18 @@ class Primary(StrictModel):
     (``models.zoo.default_models``)."""
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
-    score_threshold: Fraction = 0.4
+    score_threshold: Fraction = 0.3
+    """Applied to the verifier's scores when ``verify``; without the verifier 0.4 keeps about as few
+    false positives (benchmarks/results/cascade_vs_mediapipe.json, cascade_vs_mediapipe_no_verifier.json)."""
     threads: PositiveInt | None = None
+    verify: bool = True
+    """Rescore the detector's candidates with a hand verifier (``runtime/verifier.py``)."""
+    verifier: str | None = None
+    """A zoo name or a model file; ``None``: the default (``models.zoo.default_models``)."""
+    candidate_threshold: Fraction = 0.1
+    """The lowest detector score the verifier is asked about."""
+    trust_threshold: Fraction = 0.6
+    """Detector scores this high or higher are kept without asking the verifier."""
 
 
 class Secondary(StrictModel):

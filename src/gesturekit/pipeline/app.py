@@ -296,29 +296,36 @@ class CascadeApp:
         ]
 
 
-def model_names(config: AppConfig) -> tuple[str, str | None]:
-    """The detector and classifier (``None`` when disabled) the config names; unnamed ones are the
-    defaults for the backend and device (``models.zoo.default_models``)."""
+def model_names(config: AppConfig) -> dict[str, str | None]:
+    """The ``detector``, ``verifier`` and ``classifier`` the config names (``None`` when disabled);
+    unnamed ones are the defaults for the backend and device (``models.zoo.default_models``)."""
     from gesturekit.models.zoo import default_models
 
-    defaults = default_models(config.primary.backend, config.primary.device)
-    classifier = (config.secondary.classifier or defaults["classifier"]) if config.secondary.enabled else None
-    return config.primary.detector or defaults["detector"], classifier
+    primary, secondary = config.primary, config.secondary
+    defaults = default_models(primary.backend, primary.device)
+    return {
+        "detector": primary.detector or defaults["detector"],
+        "verifier": (primary.verifier or defaults["verifier"]) if primary.verify else None,
+        "classifier": (secondary.classifier or defaults["classifier"]) if secondary.enabled else None,
+    }
 
 
 def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
-    """The detector and (unless disabled) classifier named by the config, via ``runtime.loading``."""
+    """The detector (with its verifier) and (unless disabled) classifier named by the config, via
+    ``runtime.loading``."""
     from gesturekit.runtime import loading
 
     primary, secondary = config.primary, config.secondary
-    detector_name, classifier_name = model_names(config)
-    detector = loading.load_detector(detector_name, backend=primary.backend, device=primary.device,
-                                     threads=primary.threads, score_threshold=primary.score_threshold)
+    names = model_names(config)
+    detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
+                                     threads=primary.threads, score_threshold=primary.score_threshold,
+                                     verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
+                                     trust_threshold=primary.trust_threshold)
     classifier = None
-    if classifier_name is not None:
+    if names["classifier"] is not None:
         # torch threads are per process: only ONNX Runtime sessions get their own thread count
         threads = secondary.threads if primary.backend == "onnxruntime" else primary.threads
-        classifier = loading.load_classifier(classifier_name, backend=primary.backend, device=primary.device,
+        classifier = loading.load_classifier(names["classifier"], backend=primary.backend, device=primary.device,
                                              threads=threads)
     return detector, classifier
 

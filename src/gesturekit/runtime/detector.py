@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,6 +11,9 @@ import torch
 from gesturekit.data.transforms import letterbox, normalize
 from gesturekit.models.postprocess import postprocess
 from gesturekit.runtime.backend import Backend, backend_metadata
+
+if TYPE_CHECKING:
+    from gesturekit.runtime.verifier import HandVerifier
 
 PAD_STRIDE = 32
 """The letterboxed input is padded to a multiple of this on each side."""
@@ -52,14 +56,18 @@ def preprocess_frame(frame: np.ndarray, input_size: int) -> tuple[np.ndarray, fl
 class HandDetector:
     """Detects hands with any backend: letterbox, infer, ``postprocess``, map back to the frame.
 
-    Frames whose letterboxed inputs have the same shape run as one batch.
+    Frames whose letterboxed inputs have the same shape run as one batch. With a ``verifier`` the
+    dense stage keeps the candidates scoring its ``candidate_threshold`` or more, the verifier
+    rescores them, and ``score_threshold`` applies to the new scores.
 
     Args:
         backend: a detection backend (``runtime/backend.py``).
         score_threshold: overrides ``metadata["postprocessing"]["score_threshold"]``.
+        verifier: an optional second stage (``runtime/verifier.py``).
     """
 
-    def __init__(self, backend: Backend, score_threshold: float | None = None) -> None:
+    def __init__(self, backend: Backend, score_threshold: float | None = None,
+                 verifier: HandVerifier | None = None) -> None:
         self.backend = backend
         self.metadata = backend_metadata(backend, "detection")
         self.classes: list[str] = list(self.metadata["classes"])
@@ -67,6 +75,10 @@ class HandDetector:
         self.postprocessing = dict(self.metadata["postprocessing"])
         if score_threshold is not None:
             self.postprocessing["score_threshold"] = float(score_threshold)
+        self.verifier = verifier
+        self.score_threshold: float | None = self.postprocessing.get("score_threshold")
+        if verifier is not None:
+            self.postprocessing["score_threshold"] = verifier.candidate_threshold
 
     def __call__(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """Args: frames uint8 RGB [H,W,3] (sizes may differ). Returns per frame its detections, best first."""
@@ -80,6 +92,10 @@ class HandDetector:
             decoded = postprocess(torch.from_numpy(boxes), torch.from_numpy(scores), **self.postprocessing)
             for i, found in zip(indices, decoded):
                 results[i] = self._to_frame(found, inputs[i][1], frames[i].shape[:2])
+        if self.verifier is not None:
+            floor = self.score_threshold or 0.0
+            results = [[d for d in self.verifier(frame, found) if d.score >= floor]
+                       for frame, found in zip(frames, results)]
         return results
 
     def _to_frame(self, found: dict[str, torch.Tensor], scale: float, frame_hw: tuple[int, int]) -> list[Detection]:

@@ -20,6 +20,7 @@ from gesturekit.runtime.classifier import GestureClassifier
 from gesturekit.runtime.detector import HandDetector
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
+from gesturekit.runtime.verifier import HandVerifier
 
 BackendName = Literal["onnxruntime", "torch"]
 _FILES = {"onnxruntime": ONNX, "torch": CHECKPOINT}
@@ -91,9 +92,19 @@ def load_detector(
     threads: int | None = None,
     half: bool = False,
     score_threshold: float | None = None,
+    verifier: str | Path | None = None,
+    candidate_threshold: float = 0.1,
+    trust_threshold: float = 0.6,
 ) -> HandDetector:
-    """A ``HandDetector`` (arguments as ``load_backend``; ``score_threshold`` overrides the model's)."""
-    return HandDetector(load_backend(name_or_path, backend, device, threads, half), score_threshold)
+    """A ``HandDetector`` (arguments as ``load_backend``; ``score_threshold`` overrides the model's),
+    with ``verifier`` (a hand-vs-background classifier, loaded like the detector) as its second
+    stage when given: the detector's candidates scoring from ``candidate_threshold`` to under
+    ``trust_threshold`` are rescored (``runtime.verifier.HandVerifier``)."""
+    second = None
+    if verifier is not None:
+        second = HandVerifier(load_classifier(verifier, backend, device, threads, half), candidate_threshold,
+                              trust_threshold)
+    return HandDetector(load_backend(name_or_path, backend, device, threads, half), score_threshold, second)
 
 
 def load_classifier(

@@ -1,0 +1,56 @@
+"""The hand detector's optional second stage: rescore candidate boxes from crops at the frame's resolution."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from gesturekit.errors import GesturekitError
+from gesturekit.runtime.classifier import GestureClassifier
+from gesturekit.runtime.detector import Detection
+
+HAND = "hand"
+"""The verifier class whose probability rescores a candidate."""
+
+
+class HandVerifier:
+    """Rescores a detector's candidates with a hand-vs-background classifier.
+
+    The detector sees a frame at its input size (448 px on the long side), where a HaGRID hand is
+    20-45 px; the verifier sees each candidate's crop (its crop convention, e.g. 1.5x square) cut
+    from the frame itself. A candidate's score becomes ``detector_score ** (1 - weight) *
+    p_hand ** weight``: background falls away, and a hand (``p_hand`` near 1) scores a little
+    higher than the detector alone gave it (benchmarks/results/experiments/hand_verifier.json).
+
+    Args:
+        classifier: a classifier with a ``hand`` class (``gesturekit data mine`` makes its data).
+        candidate_threshold: detections scoring below this are dropped without a crop; the
+            detector runs at this threshold.
+        trust_threshold: detections scoring this or more keep their score without a crop (on a
+            video of one hand that is nearly every hand, so the verifier costs little there).
+        weight: the verifier's share of the new score, in [0, 1].
+    """
+
+    def __init__(self, classifier: GestureClassifier, candidate_threshold: float = 0.1,
+                 trust_threshold: float = 0.6, weight: float = 0.3) -> None:
+        if HAND not in classifier.classes:
+            raise GesturekitError(f"verifier: classes {classifier.classes} have no {HAND!r} class")
+        if not 0 <= weight <= 1:
+            raise GesturekitError(f"verifier weight: must be in [0, 1], got {weight}")
+        self.classifier = classifier
+        self.hand_index = classifier.classes.index(HAND)
+        self.candidate_threshold = candidate_threshold
+        self.trust_threshold = trust_threshold
+        self.weight = weight
+
+    def __call__(self, frame: np.ndarray, candidates: list[Detection]) -> list[Detection]:
+        """Args: frame uint8 RGB [H,W,3]; candidates in its pixels. Returns them rescored, best first."""
+        trusted = [d for d in candidates if d.score >= self.trust_threshold]
+        doubtful = [d for d in candidates if self.candidate_threshold <= d.score < self.trust_threshold]
+        if doubtful:
+            crops = [self.classifier.crop_region(frame, d.bbox) for d in doubtful]
+            p_hand = self.classifier.probabilities(crops)[:, self.hand_index]
+            w = self.weight
+            doubtful = [replace(d, score=d.score ** (1 - w) * float(p) ** w) for d, p in zip(doubtful, p_hand)]
+        return sorted(trusted + doubtful, key=lambda d: -d.score)
