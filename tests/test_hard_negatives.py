@@ -14,6 +14,7 @@ from gesturekit.boxes import box_iou
 from gesturekit.cli.main import app
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.evaluation.hard_negatives import BACKGROUND, mine_hard_negatives
+from gesturekit.models import zoo
 from gesturekit.runtime.loading import load_detector
 
 DETECTOR = "hand-detector-pruned-int8"
@@ -55,8 +56,9 @@ def test_mined_boxes_overlap_no_label_and_include_the_hidden_hands(hidden_hand_d
 def test_mine_cli_writes_a_kitti_dataset(hidden_hand_dataset, tmp_path: Path) -> None:
     root, _ = hidden_hand_dataset
     out = tmp_path / "mined"
+    checkpoint = zoo.zoo_path("hand-detector-pruned") / "model.pt"  # a checkpoint runs on PyTorch
     result = CliRunner().invoke(app, ["data", "mine", str(root), "-o", str(out), "-m", DETECTOR,
-                                      "--max-per-image", "2"])
+                                      "-m", str(checkpoint), "--max-per-image", "2"])
     assert result.exit_code == 0, result.output
     written = read_kitti_dataset(out, "train")
     labels = [b.label for a in written for b in a.boxes]

@@ -187,7 +187,8 @@ def mine(
     root: DirArg,
     output: OutputOpt,
     models: Annotated[list[str], typer.Option(
-        "--model", "-m", help="A detector (zoo name or model file); repeat for several.", show_default=False,
+        "--model", "-m", help="A detector (zoo name, .onnx, or .pt checkpoint run by PyTorch); repeat for several.",
+        show_default=False,
     )],
     split: Annotated[str, typer.Option(help="The split to mine (written under the same name).")] = "train",
     score_threshold: Annotated[float, typer.Option(
@@ -201,9 +202,9 @@ def mine(
 ) -> None:
     """Write ROOT's SPLIT with mined background boxes to OUTPUT and print its statistics."""
     from gesturekit.evaluation.hard_negatives import mine_hard_negatives
-    from gesturekit.runtime.loading import load_detector
+    from gesturekit.runtime.loading import backend_for, load_detector
 
-    detectors = [load_detector(m, score_threshold=score_threshold) for m in models]
+    detectors = [load_detector(m, backend_for(m), score_threshold=score_threshold) for m in models]
     mined, count = mine_hard_negatives(detectors, read_kitti_dataset(root, split), iou_below, max_per_image)
     written = write_kitti_dataset({split: mined}, output, overwrite=overwrite)
     out = _console()

@@ -21,10 +21,6 @@ DatasetOption = Annotated[Optional[list[Path]], typer.Option("--dataset", "-d", 
 SplitOption = Annotated[Optional[str], typer.Option(help="Overrides evaluation.split.")]
 
 
-def _backend_for(model: str, backend: str | None) -> str:
-    return backend or ("torch" if model.endswith(".pt") else "onnxruntime")
-
-
 @app.command()
 def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, dataset: DatasetOption = None,
              split: SplitOption = None, backend: Annotated[Optional[str], typer.Option(
@@ -36,10 +32,10 @@ def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, datase
                  min=0.0, max=1.0, help="With --verifier: the lowest detector score it rescores.")] = 0.1) -> None:
     """AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP at evaluation.kitti_iou_threshold, per dataset."""
     from gesturekit.evaluation.detection import evaluate_detector_on
-    from gesturekit.runtime.loading import load_detector
+    from gesturekit.runtime.loading import backend_for, load_detector
 
     cfg = load_spec(spec, DetectorSpec)
-    detector_ = load_detector(model, _backend_for(model, backend),
+    detector_ = load_detector(model, backend_for(model, backend),
                               score_threshold=0.0 if verifier else cfg.postprocessing.coverage_threshold,
                               verifier=verifier, candidate_threshold=candidate_threshold)
     results = evaluate_detector_on(detector_, dataset or cfg.evaluation.datasets, split or cfg.evaluation.split,
@@ -57,10 +53,10 @@ def classifier(spec: SpecOption, model: ModelOption, out: OutOption = None, data
                    help="onnxruntime or torch (default: torch for .pt)")] = None) -> None:
     """Per-class precision/recall/F1, macro-F1 and confusion matrix (JSON + PNG), per dataset."""
     from gesturekit.evaluation.classification import evaluate_classifier_on
-    from gesturekit.runtime.loading import load_classifier
+    from gesturekit.runtime.loading import backend_for, load_classifier
 
     cfg = load_spec(spec, ClassifierSpec)
-    classifier_ = load_classifier(model, _backend_for(model, backend))
+    classifier_ = load_classifier(model, backend_for(model, backend))
     results = evaluate_classifier_on(classifier_, dataset or cfg.evaluation.datasets, split or cfg.evaluation.split,
                                      cfg.dataset.class_map, out)
     for name, r in results.items():

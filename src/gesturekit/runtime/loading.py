@@ -26,6 +26,11 @@ BackendName = Literal["onnxruntime", "torch"]
 _FILES = {"onnxruntime": ONNX, "torch": CHECKPOINT}
 
 
+def backend_for(model: str | Path, backend: BackendName | None = None) -> BackendName:
+    """``backend`` when given, else torch for a ``.pt`` checkpoint and onnxruntime for anything else."""
+    return backend or ("torch" if str(model).endswith(".pt") else "onnxruntime")
+
+
 def resolve_model_file(name_or_path: str | Path, backend: BackendName) -> Path:
     """The model file for ``backend``: ``.onnx`` for onnxruntime, ``.pt`` for torch.
 
