@@ -556,7 +556,7 @@ def main() -> None:
                         help="zoo name or model file of the classifier (default: the app's, gesture-classifier-int8)")
     parser.add_argument("--verifier", default=None,
                         help="zoo name or model file of the hand verifier, or none "
-                             "(default: the app's, hand-verifier-int8)")
+                             "(default: the app's, hand-verifier)")
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--max-foreign-cpu", type=float, default=1.0,
                         help="CPU seconds other processes may use during a timed run before it is repeated")

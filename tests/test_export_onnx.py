@@ -174,3 +174,15 @@ def test_export_command(tmp_path, data_root) -> None:
     assert [b.shape for b in batches] == [(2, 3, 128, 160)]
     with pytest.raises(GesturekitError, match="not a file, a directory or a zoo model"):
         export_cli.export("no-such-model", tmp_path / "z.onnx")
+
+
+def test_classifier_with_a_box_head_exports_probs_and_boxes(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("gesturenet", num_classes=2, pretrained=False, box_class=0).eval()
+    model.metadata = classifier_metadata("gesturenet", {"num_classes": 2, "box_class": 0}, ["hand", "background"], 64,
+                                         {"margin_px": 0.0, "enlarge_ratio": 1.5, "square": True})
+    path = export_onnx(model, tmp_path / "verifier.onnx", torch.randn(2, 3, 64, 64))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["probs", "boxes"]
+    parity = check_parity(model, path, torch.randn(5, 3, 64, 64))  # another batch size: the axis is dynamic
+    assert set(parity) == {"probs", "boxes"} and max(parity.values()) < 1e-4

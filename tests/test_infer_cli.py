@@ -50,7 +50,7 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert f"{video}: 10 frames" in result.output
     assert calls == [
         {"detector": "hand-detector-pruned-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
-         "score_threshold": 0.3, "verifier": "hand-verifier-int8", "candidate_threshold": 0.1,
+         "score_threshold": 0.3, "verifier": "hand-verifier", "candidate_threshold": 0.1,
          "trust_threshold": 0.6},
         {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1},
     ]  # the CPU runtime's defaults, pruned INT8 detector + verifier + INT8 classifier; the classifier keeps its threads

@@ -214,3 +214,23 @@ def test_classifier_contract() -> None:
     preds = model(images)
     assert len(preds) == 3 and preds[0]["scores"].shape == (4,)
     assert torch.allclose(preds[0]["scores"].sum(), torch.tensor(1.0))
+
+
+def test_classifier_box_head_learns_only_from_its_class() -> None:
+    model = create_model("gesturenet", num_classes=2, pretrained=False, box_class=0)
+    images = torch.randn(3, 3, 64, 64)
+    boxes = torch.tensor([[0.2, 0.2, 0.8, 0.8], [0.0, 0.0, 1.0, 1.0], [0.3, 0.1, 0.6, 0.9]])
+    model.train()
+    losses = model(images, {"label": torch.tensor([0, 1, 0]), "box": boxes})
+    assert set(losses) == {"loss_cls", "loss_box"} and losses["loss_box"].item() > 0
+    losses["loss_box"].backward()
+    assert model.box_head.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    background_only = model(images, {"label": torch.tensor([1, 1, 1]), "box": boxes})
+    assert background_only["loss_box"].item() == 0  # no box of the box class: nothing to regress
+    with pytest.raises(ValueError, match="box head"):
+        model(images, torch.tensor([0, 1, 0]))
+    model.eval()
+    probs, predicted = model.export_forward(images)
+    assert probs.shape == (3, 2) and predicted.shape == (3, 4)
+    assert len(model(images)) == 3

@@ -171,3 +171,30 @@ def test_classification_train_jitters_the_enlarge_ratio() -> None:
     default = classification_train_transform(ClassificationAugmentation(input_size=48), crop)
     outs = [default(image, box) for _ in range(3)]
     assert all(o.shape == (3, 48, 48) for o in outs) and not torch.allclose(outs[0], outs[1])
+
+
+def test_classification_train_with_box_returns_the_hand_box_in_the_crop() -> None:
+    image = scene(200, 300, [(120, 60, 150, 120)])
+    box = (120.0, 60.0, 150.0, 120.0)  # 30 x 60: the square crop is 2 x 60 = 120 px, box centred
+    crop = CropConvention(margin_px=0, enlarge_ratio=2.0, square=True)
+    still = ClassificationAugmentation(input_size=60, hflip_probability=0, scale_range=(1.0, 1.0), translate=0,
+                                       rotation_degrees=0, color_jitter=NO_COLOR)
+    out, target = classification_train_transform(still, crop, with_box=True)(image, box)
+    assert torch.allclose(out, classification_train_transform(still, crop)(image, box))
+    assert torch.allclose(target, torch.tensor([0.375, 0.25, 0.625, 0.75]))
+    bright = denormalize(out)[0] > 0.5  # the white hand is where the target says
+    rows, cols = bright.nonzero(as_tuple=True)
+    assert abs(cols.min().item() / 60 - 0.375) < 0.03 and abs(rows.max().item() / 60 - 0.75) < 0.03
+    shifted = classification_train_transform(still.model_copy(update={"translate": 0.5}), crop, with_box=True)
+    flipped = classification_train_transform(still.model_copy(update={"hflip_probability": 1.0}), crop, with_box=True)
+    torch.manual_seed(1)
+    out, target = shifted(image, box)
+    assert not torch.allclose(target, torch.tensor([0.375, 0.25, 0.625, 0.75]))  # the crop moved, not the hand
+    bright = denormalize(out)[0] > 0.5
+    rows, cols = bright.nonzero(as_tuple=True)
+    assert abs(cols.min().item() / 60 - target[0].item()) < 0.03
+    assert abs(rows.min().item() / 60 - target[1].item()) < 0.03
+    off_centre = (100.0, 60.0, 130.0, 120.0)  # the box left of the hand's centre: the flip mirrors the target
+    _, plain = classification_train_transform(still, crop, with_box=True)(image, off_centre)
+    _, mirrored = flipped(image, off_centre)
+    assert torch.allclose(mirrored, torch.stack([1 - plain[2], plain[1], 1 - plain[0], plain[3]]), atol=1e-6)

@@ -79,8 +79,7 @@ def infer(
         "(default: gesture-classifier-int8 on onnxruntime on the CPU, else gesture-classifier)",
         show_default=False)] = None,
     verifier: Annotated[Optional[str], typer.Option(
-        help="Hand verifier, the detector's second stage: a zoo name or a model file. "
-        "(default: hand-verifier-int8 on onnxruntime on the CPU, else hand-verifier)",
+        help="Hand verifier, the detector's second stage: a zoo name or a model file. (default: hand-verifier)",
         show_default=False)] = None,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Keep the detector's own scores (no hand verifier); consider --score-threshold 0.4."

@@ -252,6 +252,9 @@ class ClassifierModel(StrictModel):
     pretrained_model_file: ExistingPath | None = None
     load_graph: bool = False
     dropout: Fraction = 0.2
+    box_class: str | None = None
+    """Also regress the box of this class's object from the crop (a hand verifier that refines
+    the detector's boxes); ``None``: no box head."""
 
 
 class ClassificationEvaluation(StrictModel):
@@ -267,3 +270,9 @@ class ClassifierSpec(StrictModel):
     training: Training = Training(epochs=30, batch_size_per_gpu=128)
     evaluation: ClassificationEvaluation = ClassificationEvaluation()
     label_smoothing: Fraction = 0.1
+
+    @model_validator(mode="after")
+    def _box_class_known(self) -> "ClassifierSpec":
+        if self.model.box_class is not None and self.model.box_class not in self.dataset.classes:
+            raise ValueError(f"model.box_class: {self.model.box_class!r} is not one of {self.dataset.classes}")
+        return self

@@ -7,6 +7,7 @@ mapped pack bytes, or one file) and applies the transform.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ BoxTuple = tuple[float, float, float, float]
 DetectionTransform = Callable[
     [torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]
 ]
-ClassificationTransform = Callable[[torch.Tensor, BoxTuple], torch.Tensor]
+ClassificationTransform = Callable[[torch.Tensor, BoxTuple], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 
 
 def _load_image(source: Pack | Path, index: int) -> torch.Tensor:
@@ -178,9 +179,13 @@ class ClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self._items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | dict[str, Any]]:
+        """``(image, label)``, or ``(image, {"label", "box"})`` when the transform also returns the box."""
         image, box = self._items[i].load()
-        return self.transform(image, box), self.targets[i]
+        out = self.transform(image, box)
+        if isinstance(out, tuple):
+            return out[0], {"label": self.targets[i], "box": out[1]}
+        return out, self.targets[i]
 
 
 @dataclass(frozen=True, slots=True)

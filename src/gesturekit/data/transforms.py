@@ -207,8 +207,8 @@ class _ClassificationEval:
 
 
 class _ClassificationTrain:
-    def __init__(self, aug: ClassificationAugmentation, crop: CropConvention) -> None:
-        self.aug, self.crop = aug, crop
+    def __init__(self, aug: ClassificationAugmentation, crop: CropConvention, with_box: bool = False) -> None:
+        self.aug, self.crop, self.with_box = aug, crop, with_box
         self.augment = v2.Compose(
             [
                 v2.RandomHorizontalFlip(aug.hflip_probability),
@@ -217,21 +217,31 @@ class _ClassificationTrain:
             ]
         )
 
-    def __call__(self, image: torch.Tensor, box: Sequence[float]) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, box: Sequence[float]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x1, y1, x2, y2 = (float(v) for v in box)
         t = self.aug.translate
         dx, dy = _uniform(-t, t) * (x2 - x1), _uniform(-t, t) * (y2 - y1)
         ratio = self.crop.enlarge_ratio * _uniform(*self.aug.scale_range)
-        roi = crop_roi(image, (x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.crop, ratio)
+        height, width = image.shape[-2:]
+        rx1, ry1, rx2, ry2 = widen_box((x1 + dx, y1 + dy, x2 + dx, y2 + dy), (width, height), self.crop.margin_px,
+                                       ratio, self.crop.square)  # as crop_roi
         size = self.aug.input_size
-        out = self.augment(tv_tensors.Image(F.resize(roi, [size, size], antialias=True)))
-        return normalize(out.as_subclass(torch.Tensor))
+        resized = tv_tensors.Image(F.resize(image[..., ry1:ry2, rx1:rx2], [size, size], antialias=True))
+        if not self.with_box:
+            return normalize(self.augment(resized).as_subclass(torch.Tensor))
+        sx, sy = size / (rx2 - rx1), size / (ry2 - ry1)
+        target = tv_tensors.BoundingBoxes([[(x1 - rx1) * sx, (y1 - ry1) * sy, (x2 - rx1) * sx, (y2 - ry1) * sy]],
+                                          format="XYXY", canvas_size=(size, size))
+        out, target = self.augment(resized, target)
+        return normalize(out.as_subclass(torch.Tensor)), target.as_subclass(torch.Tensor)[0].float() / size
 
 
 def classification_train_transform(
-    aug: ClassificationAugmentation, crop: CropConvention
+    aug: ClassificationAugmentation, crop: CropConvention, with_box: bool = False
 ) -> _ClassificationTrain:
-    """Classifier training augmentation: ``(image, hand_box) -> image``.
+    """Classifier training augmentation: ``(image, hand_box) -> image``, or with ``with_box``
+    ``-> (image, box)``, the hand box in the augmented crop as fractions of its size (xyxy; the
+    regression target of a box head; flip and rotation move it as they move the image).
 
     The crop convention with its enlarge ratio multiplied by a random factor in
     ``aug.scale_range`` and the box shifted by up to ``aug.translate`` of its size (``crop_roi``,
@@ -241,7 +251,7 @@ def classification_train_transform(
     Input: uint8 image [3, H, W] and the hand box ``(x1, y1, x2, y2)`` in its pixels.
     Output: float32 [3, S, S] normalised.
     """
-    return _ClassificationTrain(aug, crop)
+    return _ClassificationTrain(aug, crop, with_box)
 
 
 def classification_eval_transform(input_size: int, crop: CropConvention) -> _ClassificationEval:

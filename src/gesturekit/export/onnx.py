@@ -23,6 +23,8 @@ from gesturekit.io import atomic_write_bytes
 from gesturekit.models.metadata import ONNX_KEY, check_metadata
 
 OUTPUTS = {"detection": ("boxes", "scores"), "classification": ("probs",)}
+BOX_OUTPUT = "boxes"
+"""The second output of a classifier with a box head (a hand verifier that refines boxes)."""
 
 
 class _ExportForward(nn.Module):
@@ -36,11 +38,17 @@ class _ExportForward(nn.Module):
         return self.model.export_forward(images)
 
 
-def _dynamic_axes(task: str) -> dict[str, dict[int, str]]:
+def output_names(model: nn.Module, task: str) -> list[str]:
+    """The ONNX outputs of ``model``: ``OUTPUTS[task]``, plus ``boxes`` for a classifier with a box head."""
+    extra = [BOX_OUTPUT] if task == "classification" and getattr(model, "box_head", None) is not None else []
+    return [*OUTPUTS[task], *extra]
+
+
+def _dynamic_axes(task: str, outputs: list[str]) -> dict[str, dict[int, str]]:
     if task == "detection":
         return {"images": {0: "batch", 2: "height", 3: "width"},
                 "boxes": {0: "batch", 1: "candidates"}, "scores": {0: "batch", 1: "candidates"}}
-    return {"images": {0: "batch"}, "probs": {0: "batch"}}
+    return {"images": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
 
 
 def export_onnx(model: nn.Module, out_path: str | Path, example: torch.Tensor, opset: int = 17) -> Path:
@@ -59,6 +67,7 @@ def export_onnx(model: nn.Module, out_path: str | Path, example: torch.Tensor, o
     """
     meta = check_metadata(getattr(model, "metadata", None), "model")
     task = meta["task"]
+    outputs = output_names(model, task)
     wrapper = _ExportForward(model).eval()  # the exporter restores the wrapper's mode on every submodule
     device = next(model.parameters()).device
     buffer = io.BytesIO()
@@ -66,7 +75,7 @@ def export_onnx(model: nn.Module, out_path: str | Path, example: torch.Tensor, o
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
         torch.onnx.export(
             wrapper, (example.to(device=device, dtype=torch.float32),), buffer,
-            input_names=["images"], output_names=list(OUTPUTS[task]), dynamic_axes=_dynamic_axes(task),
+            input_names=["images"], output_names=outputs, dynamic_axes=_dynamic_axes(task, outputs),
             opset_version=opset, do_constant_folding=True, dynamo=False,
         )
     proto = onnx.load_from_string(buffer.getvalue())

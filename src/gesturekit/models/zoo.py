@@ -24,7 +24,7 @@ ZOO_ROOT = Path(__file__).with_name("zoo")
 CHECKPOINT, ONNX, SPEC, EVAL, SUMMARY = "model.pt", "model.onnx", "spec.yaml", "eval.json", "train_summary.json"
 HEADLINE_METRICS = ("ap50", "map50", "ap", "map", "accuracy", "top1", "top1_accuracy")
 """Looked up in order (last part of the flattened ``eval.json`` key) for the zoo listing."""
-CPU_MODELS = {"detector": "hand-detector-pruned-int8", "verifier": "hand-verifier-int8",
+CPU_MODELS = {"detector": "hand-detector-pruned-int8", "verifier": "hand-verifier",
               "classifier": "gesture-classifier-int8"}
 FP32_MODELS = {"detector": "hand-detector", "verifier": "hand-verifier", "classifier": "gesture-classifier"}
 _SPEED_WORDS = ("per_s", "fps", "latency", "throughput")
@@ -56,10 +56,10 @@ def zoo_names() -> list[str]:
 
 def default_models(backend: str, device: str) -> dict[str, str]:
     """The app's ``detector``, ``verifier`` and ``classifier``: for ONNX Runtime on the CPU the
-    pruned INT8 detector, the INT8 verifier and the INT8 classifier (on a 2-core CPU the cascade
-    runs 88 FPS on asl_hand.25fps.mp4, HaGRID gesture accuracy 0.847 at 0.22 unmatched boxes per
-    image; without the verifier 92 FPS, 0.818 at 0.25: benchmarks/results/cascade_vs_mediapipe.json
-    and cascade_vs_mediapipe_no_verifier.json), else the FP32 models."""
+    pruned INT8 detector, the verifier and the INT8 classifier (on a 2-core CPU the cascade runs
+    88 FPS on asl_hand.25fps.mp4, HaGRID gesture accuracy 0.853 at 0.19 unmatched boxes per image;
+    without the verifier 92 FPS, 0.818 at 0.25: benchmarks/results/cascade_vs_mediapipe.json and
+    cascade_vs_mediapipe_no_verifier.json), else the FP32 models."""
     return CPU_MODELS if backend == "onnxruntime" and device == "cpu" else FP32_MODELS
 
 

@@ -37,25 +37,35 @@ class GestureClassifier:
         self.input_size = int(self.metadata["input_size"])
         self.max_batch = max_batch
 
+    def region(self, frame_hw: tuple[int, int], bbox: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+        """The frame region ``(x1, y1, x2, y2)`` of a hand box's crop: ``widen_box`` with this
+        model's convention (as ``data.transforms.crop_roi`` in training)."""
+        height, width = frame_hw
+        return widen_box(tuple(bbox), (width, height), float(self.crop["margin_px"]),
+                         float(self.crop["enlarge_ratio"]), bool(self.crop["square"]))
+
     def crop_region(self, frame: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
-        """The classifier's crop of a hand box: ``widen_box`` with this model's convention, then
-        ``frame[y1:y2, x1:x2]`` (as ``data.transforms.crop_roi`` in training).
+        """The classifier's crop of a hand box, ``frame[y1:y2, x1:x2]`` of its ``region``.
 
         Args:
             frame: [H,W,3]; bbox: ``(x1, y1, x2, y2)`` in its pixels.
         """
-        height, width = frame.shape[:2]
-        x1, y1, x2, y2 = widen_box(tuple(bbox), (width, height), float(self.crop["margin_px"]),
-                                   float(self.crop["enlarge_ratio"]), bool(self.crop["square"]))
+        x1, y1, x2, y2 = self.region(frame.shape[:2], bbox)
         return frame[y1:y2, x1:x2]
+
+    def outputs(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Args: crops uint8 RGB [h,w,3] (any sizes). Returns every model output over all crops:
+        probabilities [N,K] float32, then ``boxes`` [N,4] for a model with a box head."""
+        batches = [self.backend.infer(np.stack([preprocess_crop(c, self.input_size)
+                                                for c in crops[start:start + self.max_batch]]))
+                   for start in range(0, len(crops), self.max_batch)]
+        if not batches:
+            return [np.zeros((0, len(self.classes)), np.float32)]
+        return [np.concatenate(parts) for parts in zip(*batches)]
 
     def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
         """Args: crops uint8 RGB [h,w,3] (any sizes). Returns probabilities [N,K] float32."""
-        out = [np.zeros((0, len(self.classes)), np.float32)]
-        for start in range(0, len(crops), self.max_batch):
-            batch = np.stack([preprocess_crop(c, self.input_size) for c in crops[start:start + self.max_batch]])
-            out.append(self.backend.infer(batch)[0])
-        return np.concatenate(out)
+        return self.outputs(crops)[0]
 
     def __call__(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
         """Args: crops uint8 RGB [h,w,3]. Returns the most likely gesture and its probability per crop."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torchvision.ops import nms
 
 from gesturekit.data.transforms import letterbox, normalize
 from gesturekit.models.postprocess import postprocess
@@ -94,9 +95,17 @@ class HandDetector:
                 results[i] = self._to_frame(found, inputs[i][1], frames[i].shape[:2])
         if self.verifier is not None:
             floor = self.score_threshold or 0.0
-            results = [[d for d in self.verifier(frame, found) if d.score >= floor]
+            results = [self._merge([d for d in self.verifier(frame, found) if d.score >= floor])
                        for frame, found in zip(frames, results)]
         return results
+
+    def _merge(self, found: list[Detection]) -> list[Detection]:
+        """NMS again (the model's IoU threshold) once a verifier has moved boxes; best first."""
+        if len(found) < 2:
+            return found
+        keep = nms(torch.tensor([d.bbox for d in found]), torch.tensor([d.score for d in found]),
+                   float(self.postprocessing.get("nms_iou_threshold", 0.5)))
+        return [found[i] for i in keep.tolist()]
 
     def _to_frame(self, found: dict[str, torch.Tensor], scale: float, frame_hw: tuple[int, int]) -> list[Detection]:
         """Input-pixel boxes -> frame pixels (divide by ``scale``, clip to the frame)."""

@@ -45,12 +45,32 @@ class HandVerifier:
         self.weight = weight
 
     def __call__(self, frame: np.ndarray, candidates: list[Detection]) -> list[Detection]:
-        """Args: frame uint8 RGB [H,W,3]; candidates in its pixels. Returns them rescored, best first."""
+        """Args: frame uint8 RGB [H,W,3]; candidates in its pixels. Returns them rescored, best first.
+
+        A verifier with a box head (``model.box_class``) also moves each rescored box to the one it
+        regresses from the crop; the caller then merges the boxes that came to overlap.
+        """
         trusted = [d for d in candidates if d.score >= self.trust_threshold]
         doubtful = [d for d in candidates if self.candidate_threshold <= d.score < self.trust_threshold]
         if doubtful:
-            crops = [self.classifier.crop_region(frame, d.bbox) for d in doubtful]
-            p_hand = self.classifier.probabilities(crops)[:, self.hand_index]
+            regions = [self.classifier.region(frame.shape[:2], d.bbox) for d in doubtful]
+            outputs = self.classifier.outputs([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions])
+            p_hand = outputs[0][:, self.hand_index]
             w = self.weight
             doubtful = [replace(d, score=d.score ** (1 - w) * float(p) ** w) for d, p in zip(doubtful, p_hand)]
+            if len(outputs) > 1:  # a box head
+                doubtful = [replace(d, bbox=_in_frame(region, box, frame.shape[:2]))
+                            for d, region, box in zip(doubtful, regions, outputs[1])]
         return sorted(trusted + doubtful, key=lambda d: -d.score)
+
+
+
+def _in_frame(region: tuple[int, int, int, int], box: np.ndarray, frame_hw: tuple[int, int]
+              ) -> tuple[float, float, float, float]:
+    """A box regressed as fractions of the crop ``region`` -> frame pixels, clipped to the frame."""
+    x1, y1, x2, y2 = region
+    w, h = x2 - x1, y2 - y1
+    height, width = frame_hw
+    bx1, by1, bx2, by2 = (float(v) for v in box)
+    return (min(max(x1 + bx1 * w, 0.0), width), min(max(y1 + by1 * h, 0.0), height),
+            min(max(x1 + bx2 * w, 0.0), width), min(max(y1 + by2 * h, 0.0), height))

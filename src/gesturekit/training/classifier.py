@@ -18,12 +18,15 @@ from gesturekit.training import common
 
 
 def classifier_arch_kwargs(spec: ClassifierSpec) -> dict[str, Any]:
-    return {
+    kwargs: dict[str, Any] = {
         "num_classes": len(spec.dataset.classes),
         "backbone": spec.model.backbone,
         "dropout": spec.model.dropout,
         "label_smoothing": spec.label_smoothing,
     }
+    if spec.model.box_class is not None:
+        kwargs["box_class"] = spec.dataset.classes.index(spec.model.box_class)
+    return kwargs
 
 
 def build_classifier(spec: ClassifierSpec, is_main: bool = True) -> nn.Module:
@@ -56,7 +59,7 @@ def train_classifier(spec: ClassifierSpec, results_dir: Path, device: str | None
     """Train (or resume) the classifier; returns the training summary."""
     return common.train_task(
         spec, results_dir, device, ClassificationDataset,
-        classification_train_transform(spec.augmentation, spec.crop),
+        classification_train_transform(spec.augmentation, spec.crop, with_box=spec.model.box_class is not None),
         classification_eval_transform(spec.augmentation.input_size, spec.crop), None,
         build_classifier, classification_validator, "macro_f1",
     )
