@@ -64,13 +64,12 @@ class HandVerifier:
         return sorted(trusted + doubtful, key=lambda d: -d.score)
 
 
-
 def _in_frame(region: tuple[int, int, int, int], box: np.ndarray, frame_hw: tuple[int, int]
               ) -> tuple[float, float, float, float]:
-    """A box regressed as fractions of the crop ``region`` -> frame pixels, clipped to the frame."""
+    """A box regressed as fractions of the crop ``region`` -> frame pixels, corners in order and
+    clipped to the frame."""
     x1, y1, x2, y2 = region
-    w, h = x2 - x1, y2 - y1
     height, width = frame_hw
-    bx1, by1, bx2, by2 = (float(v) for v in box)
-    return (min(max(x1 + bx1 * w, 0.0), width), min(max(y1 + by1 * h, 0.0), height),
-            min(max(x1 + bx2 * w, 0.0), width), min(max(y1 + by2 * h, 0.0), height))
+    xs = np.clip(x1 + np.sort(np.asarray(box[0::2], np.float64)) * (x2 - x1), 0.0, width)
+    ys = np.clip(y1 + np.sort(np.asarray(box[1::2], np.float64)) * (y2 - y1), 0.0, height)
+    return float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])
