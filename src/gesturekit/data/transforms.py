@@ -176,10 +176,20 @@ def detection_eval_transform(input_size: int) -> _DetectionEval:
     return _DetectionEval(input_size)
 
 
+def roi_region(
+    image: torch.Tensor, box: Sequence[float], crop: CropConvention, enlarge_ratio: float | None = None
+) -> tuple[int, int, int, int]:
+    """The classifier's region ``(x1, y1, x2, y2)`` of a hand box in ``image`` [..., C, H, W]:
+    ``widen_box`` with the crop convention (``enlarge_ratio`` overrides ``crop.enlarge_ratio``)."""
+    height, width = image.shape[-2:]
+    ratio = crop.enlarge_ratio if enlarge_ratio is None else enlarge_ratio
+    return widen_box(tuple(box), (width, height), crop.margin_px, ratio, crop.square)
+
+
 def crop_roi(
     image: torch.Tensor, box: Sequence[float], crop: CropConvention, enlarge_ratio: float | None = None
 ) -> torch.Tensor:
-    """Cut the classifier's region of a hand box: ``widen_box`` then ``image[..., y1:y2, x1:x2]``.
+    """Cut the classifier's region of a hand box: ``image[..., y1:y2, x1:x2]`` of its ``roi_region``.
 
     Args:
         image: [..., C, H, W].
@@ -187,9 +197,7 @@ def crop_roi(
         crop: the crop convention (margin, enlarge ratio, square).
         enlarge_ratio: overrides ``crop.enlarge_ratio`` (training jitters it).
     """
-    height, width = image.shape[-2:]
-    ratio = crop.enlarge_ratio if enlarge_ratio is None else enlarge_ratio
-    x1, y1, x2, y2 = widen_box(tuple(box), (width, height), crop.margin_px, ratio, crop.square)
+    x1, y1, x2, y2 = roi_region(image, box, crop, enlarge_ratio)
     return image[..., y1:y2, x1:x2]
 
 
@@ -222,9 +230,7 @@ class _ClassificationTrain:
         t = self.aug.translate
         dx, dy = _uniform(-t, t) * (x2 - x1), _uniform(-t, t) * (y2 - y1)
         ratio = self.crop.enlarge_ratio * _uniform(*self.aug.scale_range)
-        height, width = image.shape[-2:]
-        rx1, ry1, rx2, ry2 = widen_box((x1 + dx, y1 + dy, x2 + dx, y2 + dy), (width, height), self.crop.margin_px,
-                                       ratio, self.crop.square)  # as crop_roi
+        rx1, ry1, rx2, ry2 = roi_region(image, (x1 + dx, y1 + dy, x2 + dx, y2 + dy), self.crop, ratio)
         size = self.aug.input_size
         resized = tv_tensors.Image(F.resize(image[..., ry1:ry2, rx1:rx2], [size, size], antialias=True))
         if not self.with_box:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from rich.progress import track
 
 from gesturekit.boxes import box_iou
 from gesturekit.data.records import Box, ImageAnnotation
-from gesturekit.evaluation.detection import detect_annotations
-from gesturekit.runtime.detector import HandDetector
+from gesturekit.evaluation.detection import read_rgb
+from gesturekit.runtime.detector import Detection, HandDetector
 
 BACKGROUND = "background"
 """The label of a mined false positive."""
@@ -31,6 +32,7 @@ def mine_hard_negatives(
     iou_below: float = 0.3,
     max_per_image: int = 8,
     duplicate_iou: float = 0.7,
+    batch_size: int = 8,
 ) -> tuple[list[ImageAnnotation], int]:
     """Each image with its own boxes plus the detectors' false positives labelled ``BACKGROUND``.
 
@@ -43,17 +45,27 @@ def mine_hard_negatives(
     Returns:
         The annotations with the mined boxes added, and how many were mined.
     """
-    found = [detect_annotations(d, annotations, d.classes, {}, description=f"mining ({i + 1}/{len(detectors)})")[0]
-             for i, d in enumerate(detectors)]
     out, mined = [], 0
-    for k, ann in enumerate(annotations):
-        truth = np.array([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes], np.float32).reshape(-1, 4)
-        boxes = np.concatenate([f[k]["boxes"] for f in found])
-        scores = np.concatenate([f[k]["scores"] for f in found])
-        usable = (box_iou(boxes, truth).max(1, initial=0.0) < iou_below) & (boxes[:, 2:] - boxes[:, :2] >= 1).all(1)
-        negatives = boxes[usable][np.argsort(-scores[usable], kind="stable")]
-        kept = negatives[_keep_distinct(negatives, duplicate_iou)[:max_per_image]]
-        mined += len(kept)
-        extra = [Box(BACKGROUND, *(float(v) for v in box)) for box in kept]
-        out.append(ImageAnnotation(ann.image, ann.width, ann.height, [*ann.boxes, *extra], ann.group))
+    for start in track(range(0, len(annotations), batch_size), description="mining", transient=True):
+        batch = annotations[start:start + batch_size]
+        frames = [read_rgb(ann.image) for ann in batch]  # read once, for every detector
+        found = [detector(frames) for detector in detectors]
+        for k, ann in enumerate(batch):
+            annotated, count = _with_negatives(ann, [d for per_detector in found for d in per_detector[k]],
+                                               iou_below, max_per_image, duplicate_iou)
+            out.append(annotated)
+            mined += count
     return out, mined
+
+
+def _with_negatives(ann: ImageAnnotation, detections: list[Detection], iou_below: float, max_per_image: int,
+                    duplicate_iou: float) -> tuple[ImageAnnotation, int]:
+    """``ann`` plus its false positives among ``detections`` (as ``mine_hard_negatives``), and their count."""
+    truth = np.array([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes], np.float32).reshape(-1, 4)
+    boxes = np.array([d.bbox for d in detections], np.float32).reshape(-1, 4)
+    scores = np.array([d.score for d in detections], np.float32)
+    usable = (box_iou(boxes, truth).max(1, initial=0.0) < iou_below) & (boxes[:, 2:] - boxes[:, :2] >= 1).all(1)
+    negatives = boxes[usable][np.argsort(-scores[usable], kind="stable")]
+    kept = negatives[_keep_distinct(negatives, duplicate_iou)[:max_per_image]]
+    extra = [Box(BACKGROUND, *(float(v) for v in box)) for box in kept]
+    return ImageAnnotation(ann.image, ann.width, ann.height, [*ann.boxes, *extra], ann.group), len(kept)

@@ -55,7 +55,8 @@ class GestureClassifier:
 
     def outputs(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Args: crops uint8 RGB [h,w,3] (any sizes). Returns every model output over all crops:
-        probabilities [N,K] float32, then ``boxes`` [N,4] for a model with a box head."""
+        probabilities [N,K] float32, then ``boxes`` [N,4] for a model with a box head (no crops:
+        the empty probabilities alone, as no model call is made)."""
         batches = [self.backend.infer(np.stack([preprocess_crop(c, self.input_size)
                                                 for c in crops[start:start + self.max_batch]]))
                    for start in range(0, len(crops), self.max_batch)]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import batched_nms
 
 from gesturekit.data.transforms import letterbox, normalize
 from gesturekit.models.postprocess import postprocess
@@ -100,11 +100,13 @@ class HandDetector:
         return results
 
     def _merge(self, found: list[Detection]) -> list[Detection]:
-        """NMS again (the model's IoU threshold) once a verifier has moved boxes; best first."""
+        """NMS again, per class with the model's IoU threshold (as ``postprocess``), once a verifier
+        has moved boxes; best first."""
         if len(found) < 2:
             return found
-        keep = nms(torch.tensor([d.bbox for d in found]), torch.tensor([d.score for d in found]),
-                   float(self.postprocessing.get("nms_iou_threshold", 0.5)))
+        keep = batched_nms(torch.tensor([d.bbox for d in found]), torch.tensor([d.score for d in found]),
+                           torch.tensor([self.classes.index(d.label) for d in found]),
+                           float(self.postprocessing.get("nms_iou_threshold", 0.5)))
         return [found[i] for i in keep.tolist()]
 
     def _to_frame(self, found: dict[str, torch.Tensor], scale: float, frame_hw: tuple[int, int]) -> list[Detection]:
