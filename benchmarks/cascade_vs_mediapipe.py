@@ -178,8 +178,9 @@ class Gesturekit:
     """The cascade's models, loaded once, run through ``run_app`` (the ``gesturekit infer`` path)."""
 
     def __init__(self, score_threshold: float | None = None, detector: str | None = None,
-                 classifier: str | None = None, verifier: str | None = None, verify: bool = True) -> None:
-        primary: dict = {"detector": detector, "verifier": verifier, "verify": verify}
+                 classifier: str | None = None, verifier: str | None = None, verify: bool = True,
+                 refine_boxes: str = "doubtful") -> None:
+        primary: dict = {"detector": detector, "verifier": verifier, "verify": verify, "refine_boxes": refine_boxes}
         if score_threshold is not None:
             primary["score_threshold"] = score_threshold
         self.config = AppConfig.model_validate({"primary": primary, "secondary": {"classifier": classifier}})
@@ -370,7 +371,7 @@ def accuracy(dataset: Path, split: str, args: argparse.Namespace, work: Path, gk
     preds = {r["image"]: r["detections"] for r in read_predictions(work / "hagrid.jsonl")}
     low = Gesturekit(score_threshold=min(SWEEP_THRESHOLDS), detector=gk.config.primary.detector,
                      classifier=gk.config.secondary.classifier, verifier=gk.config.primary.verifier,
-                     verify=gk.config.primary.verify)
+                     verify=gk.config.primary.verify, refine_boxes=gk.config.primary.refine_boxes)
     low.run([str(folder)], work / "hagrid_low.jsonl")
     preds_low = {r["image"]: r["detections"] for r in read_predictions(work / "hagrid_low.jsonl")}
 
@@ -557,6 +558,8 @@ def main() -> None:
     parser.add_argument("--verifier", default=None,
                         help="zoo name or model file of the hand verifier, or none "
                              "(default: the app's, hand-verifier)")
+    parser.add_argument("--refine-boxes", default="doubtful", choices=["doubtful", "all", "none"],
+                        help="the boxes the verifier's box head moves (the app config's primary.refine_boxes)")
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--max-foreign-cpu", type=float, default=1.0,
                         help="CPU seconds other processes may use during a timed run before it is repeated")
@@ -566,7 +569,8 @@ def main() -> None:
 
     videos = {"620x1080": args.video, "640x480": letterboxed_copy(args.video, args.cache_dir)}
     gk = Gesturekit(detector=args.detector, classifier=args.classifier,
-                    verifier=None if args.verifier == "none" else args.verifier, verify=args.verifier != "none")
+                    verifier=None if args.verifier == "none" else args.verifier, verify=args.verifier != "none",
+                    refine_boxes=args.refine_boxes)
     with tempfile.TemporaryDirectory(prefix="gk-bench-") as tmp:
         work = Path(tmp)
         result: dict[str, Any] = {"throughput": throughput(gk, videos, args, work)}
@@ -579,6 +583,7 @@ def main() -> None:
         result["profile"] = profile(gk, args.video, real)
     result["machine"] = machine_info(mp_versions)
     result["models"] = gk.models
+    result["primary"] = gk.config.primary.model_dump(mode="json")
     result["command"] = " ".join(["python3", *sys.argv])
     atomic_write_json(args.out, result)
     print_table(result)

@@ -51,7 +51,7 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert calls == [
         {"detector": "hand-detector-pruned-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
          "score_threshold": 0.3, "verifier": "hand-verifier", "candidate_threshold": 0.1,
-         "trust_threshold": 0.6},
+         "trust_threshold": 0.6, "refine_boxes": "doubtful"},
         {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1},
     ]  # the CPU runtime's defaults, pruned INT8 detector + verifier + INT8 classifier; the classifier keeps its threads
     lines = read_predictions(tmp_path / "preds.jsonl")
@@ -73,14 +73,14 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
                       "  candidate_threshold: 0.15\nsecondary:\n  min_crop_size: 200\n")
     result = CliRunner().invoke(app, [
         "infer", str(a), str(b), "--config", str(config), "--no-classifier", "--backend", "torch",
-        "--verifier", "my-verifier.pt",
+        "--verifier", "my-verifier.pt", "--refine-boxes", "all",
         "--out-json", str(tmp_path / "out" / "p.jsonl"), "--max-frames", "5", "--quiet",
     ])
     assert result.exit_code == 0, result.output
     assert result.output == ""
     assert calls == [{"detector": "my-det.onnx", "backend": "torch", "device": "cpu", "threads": None,
                       "score_threshold": 0.2, "verifier": "my-verifier.pt", "candidate_threshold": 0.15,
-                      "trust_threshold": 0.6}]
+                      "trust_threshold": 0.6, "refine_boxes": "all"}]
     for i in range(2):
         lines = read_predictions(tmp_path / "out" / f"p.{i}.jsonl")
         assert [r["frame"] for r in lines] == list(range(5))

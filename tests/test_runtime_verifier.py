@@ -12,7 +12,7 @@ from PIL import Image
 from gesturekit.boxes import box_iou
 from gesturekit.errors import GesturekitError
 from gesturekit.runtime.loading import load_classifier, load_detector
-from gesturekit.runtime.verifier import HandVerifier
+from gesturekit.runtime.verifier import HandVerifier, _in_frame
 
 DETECTOR, VERIFIER = "hand-detector-pruned-int8", "hand-verifier"
 
@@ -52,6 +52,32 @@ def test_verifier_rescores_and_moves_the_doubtful_candidates(hagrid_frames) -> N
     assert moved >= 4 and trusted_count >= 1
 
 
+@pytest.mark.parametrize("refine_boxes", ["all", "none"])
+def test_refine_boxes_picks_the_boxes_the_head_moves(hagrid_frames, refine_boxes: str) -> None:
+    candidates = load_detector(DETECTOR, score_threshold=0.1)
+    classifier = load_classifier(VERIFIER)
+    doubtful_only = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6)
+    verifier = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6, refine_boxes=refine_boxes)
+    trusted_seen = 0
+    for frame in hagrid_frames:
+        found = candidates([frame])[0]
+        out, reference = verifier(frame, found), doubtful_only(frame, found)
+        assert [d.score for d in out] == [d.score for d in reference]  # the same rescoring either way
+        trusted = [d for d in found if d.score >= 0.6]
+        trusted_seen += len(trusted)
+        for d in trusted:
+            (same,) = [o for o in out if o.score == d.score]  # a trusted candidate keeps its score...
+            if refine_boxes == "all":  # ...and is moved to the box regressed from its own crop
+                region = classifier.region(frame.shape[:2], d.bbox)
+                box = classifier.outputs([frame[region[1]:region[3], region[0]:region[2]]])[1][0]
+                assert same.bbox == _in_frame(region, box, frame.shape[:2]) != d.bbox
+            else:
+                assert same.bbox == d.bbox
+        if refine_boxes == "none":  # every box as the detector drew it
+            assert {d.bbox for d in out} <= {d.bbox for d in found}
+    assert trusted_seen >= 1
+
+
 def test_detector_with_verifier_thresholds_the_new_scores(hagrid_frames) -> None:
     plain = load_detector(DETECTOR, score_threshold=0.1)
     verified = load_detector(DETECTOR, score_threshold=0.3, verifier=VERIFIER, candidate_threshold=0.1)
@@ -74,3 +100,5 @@ def test_verifier_needs_a_hand_class() -> None:
         HandVerifier(load_classifier("gesture-classifier-int8"))
     with pytest.raises(GesturekitError, match="weight"):
         HandVerifier(load_classifier(VERIFIER), weight=1.5)
+    with pytest.raises(GesturekitError, match="refine_boxes: must be one of"):
+        HandVerifier(load_classifier(VERIFIER), refine_boxes="most")  # type: ignore[arg-type]

@@ -29,7 +29,10 @@ def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, datase
                  help="A hand verifier (zoo name or model file) as the detector's second stage; every "
                  "candidate it rescores is kept, however low its new score.", show_default=False)] = None,
              candidate_threshold: Annotated[float, typer.Option(
-                 min=0.0, max=1.0, help="With --verifier: the lowest detector score it rescores.")] = 0.1) -> None:
+                 min=0.0, max=1.0, help="With --verifier: the lowest detector score it rescores.")] = 0.1,
+             refine_boxes: Annotated[str, typer.Option(
+                 help="With --verifier: the boxes its box head moves (doubtful: those it rescores; all: "
+                 "every candidate; none).")] = "doubtful") -> None:
     """AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP at evaluation.kitti_iou_threshold, per dataset."""
     from gesturekit.evaluation.detection import evaluate_detector_on
     from gesturekit.runtime.loading import backend_for, load_detector
@@ -37,7 +40,8 @@ def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, datase
     cfg = load_spec(spec, DetectorSpec)
     detector_ = load_detector(model, backend_for(model, backend),
                               score_threshold=0.0 if verifier else cfg.postprocessing.coverage_threshold,
-                              verifier=verifier, candidate_threshold=candidate_threshold)
+                              verifier=verifier, candidate_threshold=candidate_threshold,
+                              refine_boxes=refine_boxes)  # type: ignore[arg-type]
     results = evaluate_detector_on(detector_, dataset or cfg.evaluation.datasets, split or cfg.evaluation.split,
                                    cfg.dataset.class_map, cfg.evaluation.minimum_width,
                                    cfg.evaluation.minimum_height, cfg.evaluation.kitti_iou_threshold, out)

@@ -320,7 +320,7 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
     detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
                                      threads=primary.threads, score_threshold=primary.score_threshold,
                                      verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
-                                     trust_threshold=primary.trust_threshold)
+                                     trust_threshold=primary.trust_threshold, refine_boxes=primary.refine_boxes)
     classifier = None
     if names["classifier"] is not None:
         # torch threads are per process: only ONNX Runtime sessions get their own thread count

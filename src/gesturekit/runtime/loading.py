@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from gesturekit.config.app import RefineBoxes
 from gesturekit.errors import GesturekitError
 from gesturekit.models.zoo import CHECKPOINT, ONNX, zoo_names, zoo_path
 from gesturekit.optimize.restore import load_model_from_checkpoint
@@ -100,15 +101,17 @@ def load_detector(
     verifier: str | Path | None = None,
     candidate_threshold: float = 0.1,
     trust_threshold: float = 0.6,
+    refine_boxes: RefineBoxes = "doubtful",
 ) -> HandDetector:
     """A ``HandDetector`` (arguments as ``load_backend``; ``score_threshold`` overrides the model's),
     with ``verifier`` (a hand-vs-background classifier, loaded like the detector) as its second
     stage when given: the detector's candidates scoring from ``candidate_threshold`` to under
-    ``trust_threshold`` are rescored (``runtime.verifier.HandVerifier``)."""
+    ``trust_threshold`` are rescored, and those ``refine_boxes`` names moved by its box head
+    (``runtime.verifier.HandVerifier``)."""
     second = None
     if verifier is not None:
         second = HandVerifier(load_classifier(verifier, backend, device, threads, half), candidate_threshold,
-                              trust_threshold)
+                              trust_threshold, refine_boxes=refine_boxes)
     return HandDetector(load_backend(name_or_path, backend, device, threads, half), score_threshold, second)
 
 
