@@ -16,8 +16,9 @@ One run measures, and saves to ``benchmarks/results/cascade_vs_mediapipe.json``:
    labels are read from ``--hagrid``). Per class recall of gesturekit and MediaPipe (IMAGE
    mode) for the four classes MediaPipe has; a MediaPipe hand is matched to a ground-truth hand
    by the rule of :func:`match_mediapipe`.
-   Accuracy is also given at lower detector score thresholds (with the unmatched detections per
-   image), from one run at score threshold 0.05 filtered afterwards.
+   Accuracy is also given at other detector score thresholds (with the unmatched detections per
+   image), from one run at score threshold 0.05 filtered afterwards by the app's rule (a hand
+   under the threshold stays when the classifier confirms it: ``secondary.confirm_threshold``).
 3. Four copies of the video as four sources of one run: aggregate frames/s, and whether each
    source's JSON Lines equal the single-source run's (the ``source`` field aside).
 4. Where the time goes: the CPU time per frame of each cascade stage run alone over the video
@@ -48,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,9 @@ from gesturekit.config.app import AppConfig
 from gesturekit.data.formats.hagrid import read_hagrid
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.io import atomic_write_json
-from gesturekit.pipeline.app import load_models, model_names, open_sources, run_app
+from gesturekit.pipeline.app import build_cascade, load_models, model_names, open_sources, run_app
 from gesturekit.pipeline.cascade import Cascade
-from gesturekit.pipeline.predictions import prediction_record, read_predictions
+from gesturekit.pipeline.predictions import HandPrediction, prediction_record, read_predictions
 from gesturekit.pipeline.sources import VideoSource
 from gesturekit.pipeline.tracker import IoUTracker
 from gesturekit.runtime.detector import preprocess_frame
@@ -189,8 +190,7 @@ class Gesturekit:
 
     def cascade(self) -> Cascade:
         """The cascade as ``run_app`` builds it."""
-        return Cascade(self.detector, self.classifier, score_threshold=self.config.primary.score_threshold,
-                       margin_px=self.config.secondary.margin, min_crop_size=self.config.secondary.min_crop_size)
+        return build_cascade(self.config, self.detector, self.classifier)
 
     def run(self, sources: Sequence[str], json_path: Path) -> dict[str, Any]:
         config = app_config(sources, json_path).model_copy(update={"primary": self.config.primary})
@@ -342,15 +342,15 @@ def hagrid_labels(annotations: Sequence[Any], hagrid: Path, split: str) -> list[
     return labels
 
 
-def score_gesturekit(annotations: Sequence[Any], preds: dict[str, list[dict[str, Any]]], min_score: float = 0.0,
-                     lenient: bool = False) -> dict[str, Any]:
-    """Per ground-truth hand ``(label, predicted)`` of the cascade's detections scoring ``min_score``
-    or more, matched by IoU >= 0.5 (or, ``lenient``, by :func:`match_mediapipe`'s rule); also the
-    detections matching no ground-truth hand."""
+def score_gesturekit(annotations: Sequence[Any], preds: dict[str, list[dict[str, Any]]],
+                     keep: Callable[[dict[str, Any]], bool] | None = None, lenient: bool = False) -> dict[str, Any]:
+    """Per ground-truth hand ``(label, predicted)`` of the cascade's detections (those ``keep``
+    accepts, default all), matched by IoU >= 0.5 (or, ``lenient``, by :func:`match_mediapipe`'s
+    rule); also the detections matching no ground-truth hand."""
     rows: list[tuple[str, str]] = []
     unmatched = 0
     for ann in annotations:
-        dets = [d for d in preds.get(ann.image.name, []) if d["score"] >= min_score]
+        dets = [d for d in preds.get(ann.image.name, []) if keep is None or keep(d)]
         gt, found = _boxes([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes]), _boxes([d["bbox"] for d in dets])
         owners = match_mediapipe(gt, found) if lenient else best_iou_matches(gt, found, MATCH_IOU)
         rows += [(box.label, str(dets[j]["gesture"]) if j is not None else "missed") for box, j in zip(ann.boxes, owners)]
@@ -406,7 +406,9 @@ def accuracy(dataset: Path, split: str, args: argparse.Namespace, work: Path, gk
     gk_lenient = recall_by_class([(label, label == predicted) for label, predicted in lenient["rows"]], SHARED_CLASSES)
     sweep = {}
     for threshold in SWEEP_THRESHOLDS:
-        scored = score_gesturekit(annotations, preds_low, threshold)
+        at = gk.config.model_copy(update={"primary": gk.config.primary.model_copy(update={"score_threshold": threshold})})
+        rule = build_cascade(at, gk.detector, gk.classifier)
+        scored = score_gesturekit(annotations, preds_low, keep=lambda d, rule=rule: rule.confirmed(HandPrediction(**d)))
         sweep[f"{threshold:g}"] = {"accuracy": round(scored["accuracy"], 4), "hands_detected": scored["detected"],
                                    "unmatched_detections_per_image": round(scored["unmatched_detections"]
                                                                            / len(annotations), 3)}
@@ -584,6 +586,7 @@ def main() -> None:
     result["machine"] = machine_info(mp_versions)
     result["models"] = gk.models
     result["primary"] = gk.config.primary.model_dump(mode="json")
+    result["secondary"] = gk.config.secondary.model_dump(mode="json")
     result["command"] = " ".join(["python3", *sys.argv])
     atomic_write_json(args.out, result)
     print_table(result)

@@ -50,10 +50,11 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert f"{video}: 10 frames" in result.output
     assert calls == [
         {"detector": "hand-detector-pruned-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
-         "score_threshold": 0.3, "verifier": "hand-verifier", "candidate_threshold": 0.1,
+         "score_threshold": 0.2, "verifier": "hand-verifier", "candidate_threshold": 0.1,
          "trust_threshold": 0.6, "refine_boxes": "doubtful"},
         {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1},
-    ]  # the CPU runtime's defaults, pruned INT8 detector + verifier + INT8 classifier; the classifier keeps its threads
+    ]  # the CPU runtime's defaults, pruned INT8 detector + verifier + INT8 classifier; the classifier keeps its
+    # threads; the detector keeps hands down to secondary.confirm_threshold, 0.2, for the classifier to confirm
     lines = read_predictions(tmp_path / "preds.jsonl")
     assert [r["frame"] for r in lines] == list(range(10))
     first = lines[0]
@@ -69,7 +70,7 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
     app, calls = cli
     a, b = write_video(tmp_path / "a.mp4", 6), write_video(tmp_path / "b.mp4", 9)
     config = tmp_path / "app.yaml"
-    config.write_text(f"sources: [{a}]\nprimary:\n  detector: my-det.onnx\n  score_threshold: 0.2\n"
+    config.write_text(f"sources: [{a}]\nprimary:\n  detector: my-det.onnx\n  score_threshold: 0.25\n"
                       "  candidate_threshold: 0.15\nsecondary:\n  min_crop_size: 200\n")
     result = CliRunner().invoke(app, [
         "infer", str(a), str(b), "--config", str(config), "--no-classifier", "--backend", "torch",
@@ -79,8 +80,8 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
     assert result.exit_code == 0, result.output
     assert result.output == ""
     assert calls == [{"detector": "my-det.onnx", "backend": "torch", "device": "cpu", "threads": None,
-                      "score_threshold": 0.2, "verifier": "my-verifier.pt", "candidate_threshold": 0.15,
-                      "trust_threshold": 0.6, "refine_boxes": "all"}]
+                      "score_threshold": 0.25, "verifier": "my-verifier.pt", "candidate_threshold": 0.15,
+                      "trust_threshold": 0.6, "refine_boxes": "all"}]  # no classifier: nothing to confirm
     for i in range(2):
         lines = read_predictions(tmp_path / "out" / f"p.{i}.jsonl")
         assert [r["frame"] for r in lines] == list(range(5))

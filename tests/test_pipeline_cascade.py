@@ -7,7 +7,7 @@ import pytest
 
 from gesturekit.config.specs import CropConvention
 from gesturekit.pipeline.cascade import Cascade, crop_convention
-from test_pipeline_fakes import BrightnessClassifier, FixedDetector
+from test_pipeline_fakes import BrightnessClassifier, FakeDetection, FixedDetector
 
 W, H = 64, 48
 
@@ -85,6 +85,46 @@ def test_score_threshold_and_detection_only() -> None:
     (hands,) = Cascade(FixedDetector([(0.0, 0.0, 30.0, 30.0)], score=0.6), None, score_threshold=0.5)(
         [coordinate_frame()])
     assert hands[0].gesture is None and hands[0].score == pytest.approx(0.6)
+
+
+class ScoredDetector:
+    """One box per (score, gesture, probability) row, side by side; the classifier reads the row back."""
+
+    def __init__(self, rows: list[tuple[float, str, float]]) -> None:
+        self.rows = rows
+
+    def __call__(self, frames: list[np.ndarray]) -> list[list[FakeDetection]]:
+        return [[FakeDetection((4.0 * i, 0.0, 4.0 * i + 4, 4.0), score) for i, (score, _, _) in enumerate(self.rows)]
+                for _ in frames]
+
+
+class RowClassifier:
+    """The gesture and probability of the row whose box the crop was cut from (its x offset)."""
+
+    classes = ["fist", "random"]
+    crop = CropConvention(margin_px=0.0, enlarge_ratio=1.0, square=False)
+
+    def __init__(self, rows: list[tuple[float, str, float]]) -> None:
+        self.rows = rows
+
+    def __call__(self, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        return [self.rows[int(c[0, 0, 0]) // 4][1:] for c in crops]  # type: ignore[misc]
+
+
+def test_a_doubtful_hand_stays_when_the_classifier_confirms_its_gesture() -> None:
+    rows = [(0.35, "random", 0.9),   # over the threshold: kept whatever its gesture
+            (0.25, "fist", 0.9),     # doubtful, a confident gesture: confirmed
+            (0.25, "fist", 0.4),     # doubtful, an unsure gesture: dropped
+            (0.25, "random", 0.9),   # doubtful, the catch-all class confirms nothing: dropped
+            (0.15, "fist", 0.9)]     # under confirm_threshold: dropped
+    cascade = Cascade(ScoredDetector(rows), RowClassifier(rows), score_threshold=0.3, min_crop_size=1,
+                      confirm_threshold=0.2, confirm_probability=0.5)
+    (hands,) = cascade([coordinate_frame()])
+    assert [(h.bbox[0], h.gesture) for h in hands] == [(0.0, "random"), (4.0, "fist")]
+    plain = Cascade(ScoredDetector(rows), RowClassifier(rows), score_threshold=0.3, min_crop_size=1)
+    assert [h.bbox[0] for h in plain([coordinate_frame()])[0]] == [0.0]  # no confirmation without the option
+    no_classifier = Cascade(ScoredDetector(rows), None, score_threshold=0.3, confirm_threshold=0.2)
+    assert no_classifier.detect([coordinate_frame()]) == [[no_classifier.detector([coordinate_frame()])[0][0]]]
 
 
 def test_crop_convention_accepts_mappings_and_objects() -> None:

@@ -70,6 +70,13 @@ class Secondary(StrictModel):
     margin: NonNegativeFloat | None = None
     min_crop_size: PositiveInt = 32
     threads: PositiveInt | None = 1
+    confirm_threshold: Fraction | None = 0.2
+    """Hands the detector scores from this up to ``primary.score_threshold`` are kept when the
+    classifier names a gesture (not ``catch_all``) with ``confirm_probability`` or more; ``None``:
+    never (benchmarks/results/cascade_vs_mediapipe.json: +1 point on HaGRID, no more false boxes)."""
+    confirm_probability: Fraction = 0.5
+    catch_all: str = "random"
+    """The class that confirms no hand (GestureNet's ``random``)."""
 
 
 class Tracker(StrictModel):

@@ -312,13 +312,16 @@ def model_names(config: AppConfig) -> dict[str, str | None]:
 
 def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
     """The detector (with its verifier) and (unless disabled) classifier named by the config, via
-    ``runtime.loading``."""
+    ``runtime.loading``. The detector keeps the hands a classifier may confirm (``build_cascade``)."""
     from gesturekit.runtime import loading
 
     primary, secondary = config.primary, config.secondary
     names = model_names(config)
+    floor = primary.score_threshold
+    if names["classifier"] is not None and secondary.confirm_threshold is not None:
+        floor = min(floor, secondary.confirm_threshold)
     detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
-                                     threads=primary.threads, score_threshold=primary.score_threshold,
+                                     threads=primary.threads, score_threshold=floor,
                                      verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
                                      trust_threshold=primary.trust_threshold, refine_boxes=primary.refine_boxes)
     classifier = None
@@ -328,6 +331,15 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
         classifier = loading.load_classifier(names["classifier"], backend=primary.backend, device=primary.device,
                                              threads=threads)
     return detector, classifier
+
+
+def build_cascade(config: AppConfig, detector: Detector, classifier: Classifier | None) -> Cascade:
+    """The cascade the config describes around loaded models (``load_models``)."""
+    secondary = config.secondary
+    return Cascade(detector, classifier if secondary.enabled else None,
+                   score_threshold=config.primary.score_threshold, margin_px=secondary.margin,
+                   min_crop_size=secondary.min_crop_size, confirm_threshold=secondary.confirm_threshold,
+                   confirm_probability=secondary.confirm_probability, catch_all=secondary.catch_all)
 
 
 def build_sinks(config: AppConfig, sources: Sequence[Source]) -> tuple[list[list[Sink]], list[Sink]]:
@@ -403,13 +415,7 @@ def run_app(
     for sink in shared:
         if isinstance(sink, PreviewServer):
             emit(f"preview: http://127.0.0.1:{sink.port}/")
-    cascade = Cascade(
-        detector,
-        classifier if config.secondary.enabled else None,
-        score_threshold=config.primary.score_threshold,
-        margin_px=config.secondary.margin,
-        min_crop_size=config.secondary.min_crop_size,
-    )
+    cascade = build_cascade(config, detector, classifier)
     track = config.tracker
     tracker = (
         (lambda: IoUTracker(track.iou_threshold, track.max_age, track.vote_window, track.method))

@@ -3,7 +3,9 @@
 For a batch of frames: detect hands, widen every box into the classifier's region of interest
 with the crop convention (``data.crops.widen_box``, clipped to the frame), classify every crop
 whose shorter side is at least ``min_crop_size`` in one batch, and report the detector's
-original box with the gesture (``None`` for crops that were too small).
+original box with the gesture (``None`` for crops that were too small). A hand the detector
+doubts (from ``confirm_threshold`` up to ``score_threshold``) is kept only when the classifier
+names a gesture other than the catch-all class with ``confirm_probability`` or more.
 """
 
 from __future__ import annotations
@@ -66,9 +68,13 @@ class Cascade:
         detector: ``frames -> per-frame detections`` (each with ``bbox`` and ``score``).
         classifier: ``crops -> [(label, probability)]`` with a ``crop`` convention, or ``None``
             for detection only.
-        score_threshold: detections below it are dropped.
+        score_threshold: detections below it are dropped, unless confirmed.
         margin_px: overrides the classifier's crop margin.
         min_crop_size: crops whose shorter side is smaller get no gesture.
+        confirm_threshold: detections from this score up to ``score_threshold`` are classified
+            too, and kept when their gesture is confirmed; ``None``: no confirmation.
+        confirm_probability: the gesture probability that confirms a hand.
+        catch_all: the class that confirms nothing (GestureNet's ``random``).
     """
 
     def __init__(
@@ -79,12 +85,21 @@ class Cascade:
         score_threshold: float = 0.0,
         margin_px: float | None = None,
         min_crop_size: int = 16,
+        confirm_threshold: float | None = None,
+        confirm_probability: float = 0.5,
+        catch_all: str = "random",
     ) -> None:
         self.detector = detector
         self.classifier = classifier
         self.score_threshold = score_threshold
         self.min_crop_size = min_crop_size
         self.crop = crop_convention(getattr(classifier, "crop", None), margin_px)
+        self.floor = score_threshold
+        """The lowest score :meth:`detect` keeps."""
+        if classifier is not None and confirm_threshold is not None:
+            self.floor = min(score_threshold, confirm_threshold)
+        self.confirm_probability = confirm_probability
+        self.catch_all = catch_all
 
     def __call__(self, frames: list[np.ndarray]) -> list[list[HandPrediction]]:
         """Run the cascade (:meth:`detect`, then :meth:`classify`).
@@ -98,10 +113,18 @@ class Cascade:
         return self.classify(frames, self.detect(frames))
 
     def detect(self, frames: list[np.ndarray]) -> list[list[DetectionLike]]:
-        """The primary stage: per frame, the detections scoring at least ``score_threshold``."""
+        """The primary stage: per frame, the detections scoring at least ``score_threshold`` (or,
+        confirming, ``confirm_threshold``)."""
         if not frames:
             return []
-        return [[d for d in dets if float(d.score) >= self.score_threshold] for dets in self.detector(frames)]
+        return [[d for d in dets if float(d.score) >= self.floor] for dets in self.detector(frames)]
+
+    def confirmed(self, hand: HandPrediction) -> bool:
+        """Whether a hand is kept: it scores ``score_threshold``, or the classifier confirms it."""
+        if hand.score >= self.score_threshold:
+            return True
+        return (hand.score >= self.floor and hand.gesture is not None and hand.gesture != self.catch_all
+                and (hand.gesture_score or 0.0) >= self.confirm_probability)
 
     def classify(self, frames: list[np.ndarray], detections: list[list[DetectionLike]]) -> list[list[HandPrediction]]:
         """The secondary stage: classify the widened crops of :meth:`detect`'s hands in one batch.
@@ -110,7 +133,7 @@ class Cascade:
             frames: the frames given to :meth:`detect`; detections: its result.
 
         Returns:
-            Per frame, its hands in detector order, boxes in pixels of that frame.
+            Per frame, its confirmed hands in detector order, boxes in pixels of that frame.
         """
         crops: list[np.ndarray] = []
         owners: list[tuple[int, int]] = []
@@ -138,5 +161,5 @@ class Cascade:
                         gesture_score=None if prob is None else float(prob),
                     )
                 )
-            out.append(row)
+            out.append([hand for hand in row if self.confirmed(hand)])
         return out
