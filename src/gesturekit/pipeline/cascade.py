@@ -94,8 +94,7 @@ class Cascade:
         self.score_threshold = score_threshold
         self.min_crop_size = min_crop_size
         self.crop = crop_convention(getattr(classifier, "crop", None), margin_px)
-        self.floor = score_threshold
-        """The lowest score :meth:`detect` keeps."""
+        self.floor = score_threshold  # the lowest score detect() keeps
         if classifier is not None and confirm_threshold is not None:
             self.floor = min(score_threshold, confirm_threshold)
         self.confirm_probability = confirm_probability

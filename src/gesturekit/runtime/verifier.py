@@ -62,8 +62,7 @@ class HandVerifier:
         """
         trusted = [d for d in candidates if d.score >= self.trust_threshold]
         doubtful = [d for d in candidates if self.candidate_threshold <= d.score < self.trust_threshold]
-        uncropped = [] if self.refine_boxes == "all" else trusted
-        cropped = doubtful + (trusted if self.refine_boxes == "all" else [])
+        cropped, uncropped = (doubtful + trusted, []) if self.refine_boxes == "all" else (doubtful, trusted)
         if cropped:
             regions = [self.classifier.region(frame.shape[:2], d.bbox) for d in cropped]
             outputs = self.classifier.outputs([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions])
