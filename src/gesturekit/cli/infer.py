@@ -86,7 +86,7 @@ def infer(
     )] = False,
     refine_boxes: Annotated[Optional[str], typer.Option(
         help="Boxes the verifier's box head moves: doubtful (those it rescores), all (the trusted ones "
-        "too: better boxes, about 15% fewer frames per second on video) or none. (default: doubtful)",
+        "too: better boxes, 15-23% fewer frames per second on video) or none. (default: doubtful)",
         show_default=False)] = None,
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Detect hands only (every gesture is null).")] = False,

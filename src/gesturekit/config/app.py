@@ -57,7 +57,7 @@ class Primary(StrictModel):
     """Detector scores this high or higher keep their score without asking the verifier."""
     refine_boxes: RefineBoxes = "doubtful"
     """Which candidates the verifier's box head moves: those it rescored, also the trusted ones (a
-    crop each: better boxes on HaGRID, about 15% fewer frames per second on video), or none."""
+    crop each: better boxes on HaGRID, 15-23% fewer frames per second on video), or none."""
 
 
 class Secondary(StrictModel):

@@ -20,7 +20,7 @@ class HandVerifier:
     """Rescores a detector's candidates with a hand-vs-background classifier.
 
     The detector sees a frame at its input size (448 px on the long side), where a HaGRID hand is
-    20-45 px; the verifier sees each candidate's crop (its crop convention, e.g. 1.5x square) cut
+    20-45 px; the verifier sees each candidate's crop (its crop convention, e.g. 2.0x square) cut
     from the frame itself. A candidate's score becomes ``detector_score ** (1 - weight) *
     p_hand ** weight``: background falls away, and a hand (``p_hand`` near 1) scores a little
     higher than the detector alone gave it (benchmarks/results/experiments/hand_verifier.json).
@@ -35,7 +35,7 @@ class HandVerifier:
         refine_boxes: with a box head (``model.box_class``), the candidates moved to the box it
             regresses: ``doubtful`` (the rescored ones), ``all`` (the trusted ones too, which keep
             their score but cost a crop each: on HaGRID the boxes fit better, on video the app
-            runs about 15% slower) or ``none`` (every box as the detector drew it; EgoHands' loose
+            runs 15-23% slower) or ``none`` (every box as the detector drew it; EgoHands' loose
             boxes follow another convention than the head learned).
     """
 
