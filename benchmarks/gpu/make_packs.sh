@@ -29,7 +29,8 @@ gesturekit data pack $CROPS --splits test --quality 90 -o .pack/cls_crops_test.g
 gesturekit data pack work/hagrid_gesture -o .pack/gpu/cls_frames.gkpack --kind classification --splits val \
   --max-size 160 --quality 85 --context 2.5
 # hand verifier (hand_verifier.yaml): each detector training split with up to 3 false positives per image that
-# the two app detectors make at score >= 0.05 (gesturekit data mine), cut with 2x context for 1.5x crops
+# the two app detectors make at score >= 0.05 (gesturekit data mine), cut with 2x context (the verifier's 2.0x crops
+# jitter to 2.4x, clipped at the pack's edge: 3x-context packs were no better, experiments/hand_verifier.json)
 for ds in egohands:train hagrid_hand:val hands_yolo:train fingers_yolo:train; do
   name=${ds%%:*} split=${ds##*:}
   gesturekit data mine "work/$name" --split "$split" -m hand-detector -m hand-detector-pruned-int8 \

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from rich.progress import track
+from torchvision.ops import nms
 
 from gesturekit.boxes import box_iou
 from gesturekit.data.records import Box, ImageAnnotation
@@ -14,16 +16,6 @@ from gesturekit.runtime.detector import Detection, HandDetector
 
 BACKGROUND = "background"
 """The label of a mined false positive."""
-
-
-def _keep_distinct(boxes: np.ndarray, iou_limit: float) -> list[int]:
-    """Indices of ``boxes`` (best first) that overlap no earlier kept box by IoU >= ``iou_limit``."""
-    kept: list[int] = []
-    iou = box_iou(boxes, boxes)
-    for i in range(len(boxes)):
-        if all(iou[i, j] < iou_limit for j in kept):
-            kept.append(i)
-    return kept
 
 
 def mine_hard_negatives(
@@ -39,7 +31,7 @@ def mine_hard_negatives(
     A false positive is a detection whose IoU with every annotated box is below ``iou_below`` (and
     at least a pixel wide and high, as a KITTI label must be).
     The detectors' false positives of an image are pooled, best score first, near-duplicates
-    (IoU >= ``duplicate_iou`` with a kept one) dropped, and at most ``max_per_image`` kept. Set the
+    (IoU > ``duplicate_iou`` with a better one: NMS) dropped, and at most ``max_per_image`` kept. Set the
     detectors' ``score_threshold`` to the lowest score a verifier will be asked about.
 
     Returns:
@@ -65,7 +57,7 @@ def _with_negatives(ann: ImageAnnotation, detections: list[Detection], iou_below
     boxes = np.array([d.bbox for d in detections], np.float32).reshape(-1, 4)
     scores = np.array([d.score for d in detections], np.float32)
     usable = (box_iou(boxes, truth).max(1, initial=0.0) < iou_below) & (boxes[:, 2:] - boxes[:, :2] >= 1).all(1)
-    negatives = boxes[usable][np.argsort(-scores[usable], kind="stable")]
-    kept = negatives[_keep_distinct(negatives, duplicate_iou)[:max_per_image]]
+    order = nms(torch.from_numpy(boxes[usable]), torch.from_numpy(scores[usable]), duplicate_iou)  # best first
+    kept = boxes[usable][order[:max_per_image].numpy()]
     extra = [Box(BACKGROUND, *(float(v) for v in box)) for box in kept]
     return ImageAnnotation(ann.image, ann.width, ann.height, [*ann.boxes, *extra], ann.group), len(kept)

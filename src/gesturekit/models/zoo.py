@@ -56,10 +56,9 @@ def zoo_names() -> list[str]:
 
 def default_models(backend: str, device: str) -> dict[str, str]:
     """The app's ``detector``, ``verifier`` and ``classifier``: for ONNX Runtime on the CPU the
-    pruned INT8 detector, the verifier and the INT8 classifier (on a 2-core CPU the cascade runs
-    88 FPS on asl_hand.25fps.mp4, HaGRID gesture accuracy 0.853 at 0.19 unmatched boxes per image;
-    without the verifier 92 FPS, 0.818 at 0.25: benchmarks/results/cascade_vs_mediapipe.json and
-    cascade_vs_mediapipe_no_verifier.json), else the FP32 models."""
+    pruned INT8 detector, the verifier and the INT8 classifier (their speed and HaGRID accuracy
+    against the FP32 pair and against the app without a verifier: benchmarks/results/
+    cascade_vs_mediapipe*.json), else the FP32 models."""
     return CPU_MODELS if backend == "onnxruntime" and device == "cpu" else FP32_MODELS
 
 

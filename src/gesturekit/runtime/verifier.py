@@ -66,9 +66,9 @@ class HandVerifier:
         if cropped:
             regions = [self.classifier.region(frame.shape[:2], d.bbox) for d in cropped]
             outputs = self.classifier.outputs([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions])
-            w = self.weight
-            cropped = [replace(d, score=d.score ** (1 - w) * float(p) ** w) if i < len(doubtful) else d
-                       for i, (d, p) in enumerate(zip(cropped, outputs[0][:, self.hand_index]))]
+            w, p_hand = self.weight, outputs[0][:, self.hand_index]
+            rescored = [replace(d, score=d.score ** (1 - w) * float(p) ** w) for d, p in zip(doubtful, p_hand)]
+            cropped = rescored + cropped[len(doubtful):]  # trusted ones keep their score
             if len(outputs) > 1 and self.refine_boxes != "none":  # a box head
                 cropped = [replace(d, bbox=_in_frame(region, box, frame.shape[:2]))
                            for d, region, box in zip(cropped, regions, outputs[1])]
