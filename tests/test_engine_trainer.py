@@ -122,6 +122,41 @@ def test_fit_keeps_best_and_writes_outputs(tmp_path: Path) -> None:
     assert (tmp_path / "spec.yaml").is_file() and any((tmp_path / "tensorboard").iterdir())
 
 
+def _ema_run(results_dir: Path, stop_after: int | None = None) -> nn.Module:
+    """4 epochs with a weight average, validated on it; ``stop_after`` epochs: the run dies there."""
+    ctx = init_runtime("cpu", seed=0)  # same initial weights every call
+    model = TinyRegressor()
+    loader = make_loader(ToyDataset(16), 4, 0, False, collate, ctx)
+    epochs = iter(range(1, 5))
+
+    def validate(m: nn.Module, c: RuntimeContext) -> dict[str, float]:
+        if next(epochs) == stop_after:
+            raise KeyboardInterrupt
+        return {"ap50": -float(m.fc.weight.abs().sum())}
+
+    fit(model, loader, _spec(4, ema_decay=0.8), results_dir, ctx, validate=validate)
+    return model
+
+
+def test_fit_with_ema_saves_validates_and_resumes_the_average(tmp_path: Path) -> None:
+    model = _ema_run(tmp_path / "straight")
+    last = load_checkpoint(tmp_path / "straight" / "last.pt")
+    average, trained = last["model"], last["trained_model"]
+    assert not torch.equal(average["fc.weight"], trained["fc.weight"])
+    assert torch.equal(model.state_dict()["fc.weight"], average["fc.weight"])  # fit returns the average
+    best = load_checkpoint(tmp_path / "straight" / "best.pt")
+    assert best["best_metric"] == -float(best["model"]["fc.weight"].abs().sum())  # validation saw the average
+
+    with pytest.raises(KeyboardInterrupt):
+        _ema_run(tmp_path / "resumed", stop_after=3)  # dies before saving epoch 3
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 2
+    _ema_run(tmp_path / "resumed")  # continues from epoch 2: the weights and their average
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key in ("model", "trained_model"):
+        for name, tensor in last[key].items():
+            torch.testing.assert_close(resumed[key][name], tensor, msg=f"{key}.{name}")
+
+
 def test_fit_requires_metric_key(tmp_path: Path) -> None:
     ctx = init_runtime("cpu")
     loader = make_loader(ToyDataset(8), 4, 0, False, collate, ctx)

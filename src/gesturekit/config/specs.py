@@ -67,6 +67,10 @@ class Training(StrictModel):
     enable_qat: bool = False
     qat_target: Literal["onnxruntime", "tensorrt"] = "onnxruntime"  # INT8 grid QAT trains for
     max_iterations_per_epoch: Annotated[int | None, Field(gt=0)] = None
+    ema_decay: Annotated[float | None, Field(gt=0, lt=1)] = None
+    """Keep an exponential moving average of the weights, updated every iteration with this decay
+    (timm's ModelEma; e.g. 0.998): validation, ``best.pt`` and ``last.pt``'s ``model`` use it.
+    ``None``: the trained weights."""
 
 
 class ColorJitter(StrictModel):

@@ -5,7 +5,9 @@ A results directory holds ``last.pt`` (every ``checkpoint_interval`` epochs and 
 
 Checkpoint keys: ``model``, ``optimizer``, ``scheduler``, ``scaler`` (state_dicts; scaler may be
 None), ``epoch`` (completed epochs), ``global_step``, ``best_metric``, ``metric_key``,
-``images_seen``, ``train_time_s``, ``spec`` and ``metadata`` (plain dicts), ``version``.
+``images_seen``, ``train_time_s``, ``spec`` and ``metadata`` (plain dicts), ``version``; with
+``training.ema_decay``, ``model`` is the weight average and ``trained_model`` the weights that
+training continues from.
 """
 
 from __future__ import annotations

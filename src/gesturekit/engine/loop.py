@@ -8,7 +8,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -103,12 +103,14 @@ def train_one_epoch(
     regularizer: Regularizer,
     progress: ProgressBar | None = None,
     max_iterations: int | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for one pass over ``loader`` (or ``max_iterations`` batches).
 
     ``loader`` is a DataLoader (or any sized iterable) of ``(images, targets)`` batches.
     The total loss is the sum of the model's loss dict plus the regulariser; the scheduler is
-    stepped every iteration. ``epoch`` is 0-based (it seeds the DistributedSampler shuffle).
+    stepped every iteration, then ``after_step`` is called (e.g. to update a weight average).
+    ``epoch`` is 0-based (it seeds the DistributedSampler shuffle).
 
     Returns:
         ``loss`` (dict of epoch means across ranks, including ``total`` and ``regularizer``),
@@ -165,6 +167,8 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
 
         for k, v in reduced.items():
             sums[k] = sums.get(k, 0.0) + v

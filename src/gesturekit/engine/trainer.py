@@ -2,7 +2,9 @@
 
 It knows no architecture: it builds the optimizer, the per-iteration soft-start annealing
 schedule and the fp16 GradScaler, wraps the model in DDP when distributed, resumes from
-``results_dir/last.pt``, validates through a callback and keeps ``best.pt``.
+``results_dir/last.pt``, validates through a callback and keeps ``best.pt``. With
+``training.ema_decay`` it also keeps an exponential moving average of the weights (timm's ModelEma,
+through ``torch.optim.swa_utils``), which is what it validates, saves as ``model`` and returns.
 
 Regularisation: the spec's L1/L2 regulariser is added to the loss explicitly (over conv and
 linear weights, TAO/Keras style) and both optimizers use ``weight_decay=0``, so AdamW and SGD
@@ -24,6 +26,7 @@ from pydantic import BaseModel
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 import gesturekit
@@ -66,14 +69,25 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
+def weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters and buffers (BatchNorm statistics
+    too), ``avg = decay * avg + (1 - decay) * w`` per ``update_parameters``; None without a decay."""
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _resume(path: Path, model: nn.Module, optimizer: Optimizer, scheduler: Any,
-            scaler: torch.amp.GradScaler | None) -> dict[str, Any]:
+            scaler: torch.amp.GradScaler | None, average: AveragedModel | None) -> dict[str, Any]:
     state = load_checkpoint(path)
     missing = [k for k in ("model", "optimizer", "scheduler", "epoch", "global_step") if k not in state]
     if missing:
         raise GesturekitError(f"{path}: checkpoint has no {missing[0]!r} (not a gesturekit training checkpoint)")
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("trained_model", state["model"]))
+        if average is not None:  # a checkpoint without an average starts it from its weights
+            average.module.load_state_dict(state["model"])
+            average.n_averaged.fill_(1)
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise GesturekitError(f"{path}: checkpoint does not match this model ({str(exc).splitlines()[0]}); "
@@ -100,7 +114,8 @@ def fit(
     Args:
         model: a model following the contract (train mode: ``model(images, targets)`` -> dict
             of scalar losses). It is moved to ``ctx.device``; the caller keeps the bare model
-            (its weights are those of the last epoch when ``fit`` returns).
+            (its weights are those of the last epoch when ``fit`` returns, or their average
+            with ``ema_decay``).
         train_loader: batches ``(images, targets)``, e.g. from ``make_loader``.
         spec_training: the spec's ``training`` section.
         results_dir: receives ``last.pt``, ``best.pt``, ``spec.yaml``, ``metrics.jsonl``,
@@ -142,13 +157,15 @@ def fit(
     scheduler = build_scheduler(optimizer, spec.learning_rate, spec.epochs * iters_per_epoch)
     use_scaler = autocast_dtype(spec.precision, ctx.device) == torch.float16
     scaler = torch.amp.GradScaler(ctx.device.type) if use_scaler else None
+    average = weight_average(bare, spec.ema_decay)
+    evaluated = average.module if average is not None else bare  # what is validated and saved as "model"
 
     progress = ProgressBar(enabled=ctx.is_main)
     start_epoch, global_step, best_metric, best_epoch = 0, 0, None, None
     images_before, time_before = 0, 0.0
     resume_path = latest_checkpoint(results_dir)
     if resume_path is not None:
-        state = _resume(resume_path, bare, optimizer, scheduler, scaler)
+        state = _resume(resume_path, bare, optimizer, scheduler, scaler, average)
         start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
         best_metric, best_epoch = state.get("best_metric"), state.get("best_epoch")
         images_before, time_before = int(state.get("images_seen", 0)), float(state.get("train_time_s", 0.0))
@@ -171,6 +188,7 @@ def fit(
             stats = train_one_epoch(
                 train_model, train_loader, optimizer, scheduler, scaler, ctx, epoch,
                 spec.precision, spec.regularizer, progress, spec.max_iterations_per_epoch,
+                after_step=None if average is None else lambda: average.update_parameters(bare),
             )
             progress.stop()
             global_step += stats["iterations"]
@@ -180,9 +198,9 @@ def fit(
             val: dict[str, float] = {}
             improved = False
             if validate is not None and (done % spec.validation_interval == 0 or done == spec.epochs):
-                bare.eval()
+                evaluated.eval()
                 with torch.no_grad():
-                    val = broadcast_object({k: float(v) for k, v in validate(bare, ctx).items()})
+                    val = broadcast_object({k: float(v) for k, v in validate(evaluated, ctx).items()})
                 if metric_key not in val:
                     raise GesturekitError(f"validation returned no {metric_key!r} (got {sorted(val)})")
                 if best_metric is None or val[metric_key] > best_metric:
@@ -191,7 +209,7 @@ def fit(
             train_time = time_before + time.perf_counter() - run_start
             if ctx.is_main and (improved or done % spec.checkpoint_interval == 0 or done == spec.epochs):
                 state = {
-                    "model": bare.state_dict(),
+                    "model": evaluated.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
@@ -206,6 +224,8 @@ def fit(
                     "metadata": meta,
                     "version": gesturekit.__version__,
                 }
+                if average is not None:
+                    state["trained_model"] = bare.state_dict()
                 if improved:
                     save_checkpoint(results_dir / BEST, state)
                 save_checkpoint(results_dir / LAST, state)  # also on improvement: keeps best_metric consistent
@@ -245,7 +265,10 @@ def fit(
         "metric_key": metric_key if validate is not None else None,
         "best_metric": best_metric,
         "best_epoch": best_epoch,
+        "ema_decay": spec.ema_decay,
     }
+    if average is not None:
+        bare.load_state_dict(average.module.state_dict())
     if ctx.is_main:
         atomic_write_json(results_dir / SUMMARY_FILE, summary)
     barrier()
