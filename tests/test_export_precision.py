@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +182,16 @@ def test_export_command_int8_with_calibration_and_evaluation(cli, kitti, tmp_pat
     result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--precision", "int8"])  # the cache is reused
     assert result.exit_code == 0, result.output
     assert "reusing the ranges of" in result.output
+    cache = tmp_path / "int8.calib.json"
+    ranges = json.loads(cache.read_text())
+    stale = copy.deepcopy(ranges)  # another model's ranges
+    for tensor in stale["data"].values():
+        tensor["highest"]["data"] = [v * 10 for v in tensor["highest"]["data"]]
+    cache.write_text(json.dumps(stale))
+    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--precision", "int8", "--calibration-images",
+                                 str(kitti)])  # images given: calibrate again, whatever the cache holds
+    assert result.exit_code == 0, result.output
+    assert "reusing" not in result.output and json.loads(cache.read_text()) == ranges != stale
     result = runner.invoke(app, ["-m", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"])
     assert result.exit_code == 2 and "--calibration-images" in result.output
 

@@ -39,7 +39,8 @@ def export(
     num_calibration: Annotated[int, typer.Option(
         min=1, help="INT8: calibrate on this many images, spread evenly over the sources.")] = 200,
     calibration_cache: Annotated[Optional[Path], typer.Option(
-        help="INT8: JSON calibration cache; reused when it exists, else written. (default: OUTPUT with "
+        help="INT8: JSON calibration cache; written when calibrating on --calibration-images, reused "
+        "without them (TensorRT's calibration cache). (default: OUTPUT with "
         "suffix .calib.json)", show_default=False)] = None,
     int8_target: Annotated[Optional[Int8Target], typer.Option(
         help="INT8: onnxruntime (fast on CPU) or tensorrt (symmetric, for TensorRT). (default: tensorrt "

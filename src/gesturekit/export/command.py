@@ -131,8 +131,9 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
 
     calibration = None
     if precision == "int8" and not qat:
-        if cache.is_file():
-            console.print(f"calibration: reusing the ranges of {escape(str(cache))} (delete it to recalibrate)")
+        if not sources:  # the check above: the cache exists
+            console.print(f"calibration: reusing the ranges of {escape(str(cache))} (pass --calibration-images "
+                          "to recalibrate)")
         else:
             items = select_calibration_items(sources, calibration_split, num_calibration,
                                              boxes=meta["task"] == "classification")

@@ -102,7 +102,7 @@ def convert_fp16(onnx_fp32_path: str | Path, out_path: str | Path) -> Path:
 def quantize_int8(onnx_fp32_path: str | Path, out_path: str | Path, images: Iterable[np.ndarray] | None,
                   cache_path: str | Path, target: Target = "onnxruntime") -> Path:
     """INT8 QDQ model calibrated on ``images`` (float32 [1,3,H,W] each, preprocessed as at runtime),
-    or on the ranges of ``cache_path`` when that file exists (then ``images`` is not read).
+    whose ranges are written to ``cache_path``, or (``images`` None) on the ranges of ``cache_path``.
 
     Returns:
         ``out_path``, metadata ``precision: int8`` and ``quantization`` (mode, target, cache name).

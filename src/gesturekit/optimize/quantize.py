@@ -586,9 +586,9 @@ def calibrate_int8(
         out_path: the INT8 QDQ model to write; the gesturekit metadata is kept and gains
             ``quantization``.
         images: preprocessed calibration inputs, float32 [1,3,H,W] each (a few hundred real
-            images is typical). May be None or empty when ``cache_path`` exists.
-        cache_path: JSON calibration cache (tensor ranges): read if it exists (no inference),
-            else written after calibrating.
+            images is typical); None: the ranges of ``cache_path``.
+        cache_path: JSON calibration cache (tensor ranges): read when ``images`` is None (no
+            inference), else (re)written after calibrating on them.
         target: ``onnxruntime`` (U8S8, fast on CPU) or ``tensorrt`` (symmetric S8S8); see the
             module docstring.
         method: ``minmax``, ``entropy`` or ``percentile`` (99.999) range calibration.
@@ -607,7 +607,7 @@ def calibrate_int8(
         raise GesturekitError(f"method: unknown calibration method {method!r} (minmax, entropy or percentile)")
     original = onnx.load(str(src))
     reader = None
-    if not cache.is_file():
+    if images is not None or not cache.is_file():
         reader = _ImageReader(original.graph.input[0].name, images if images is not None else ())
     symmetric = target == "tensorrt"
     with tempfile.TemporaryDirectory() as tmp:
