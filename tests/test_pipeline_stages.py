@@ -1,9 +1,11 @@
-"""Throughput fixes of the cascade app: detector and classifier stages in two threads, per-source
+"""Throughput fixes of the cascade app: detector and classifier stages in two threads (the detector on
+several batches at once if asked), per-source
 average FPS, copy-free frame tensors and an ONNX Runtime session that does not spin."""
 
 from __future__ import annotations
 
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -37,10 +39,22 @@ class ThreadRecorder:
         return self.model(items)  # type: ignore[operator]
 
 
-def run(videos: list[Path], cascade: object, out: Path) -> None:
+def run(videos: list[Path], cascade: object, out: Path, detect_workers: int = 1) -> None:
     sources = [open_source(str(v), i) for i, v in enumerate(videos)]
     sinks = [[JsonSink(out.with_name(f"{out.stem}.{i}.jsonl"), str(v))] for i, v in enumerate(videos)]
-    CascadeApp(sources, cascade, sinks, tracker=IoUTracker).run()  # type: ignore[arg-type]
+    CascadeApp(sources, cascade, sinks, tracker=IoUTracker, detect_workers=detect_workers).run()  # type: ignore[arg-type]
+
+
+class SlowSometimes:
+    """A detector that sleeps up to 20 ms on some calls, so that concurrent batches finish out of order."""
+
+    def __init__(self, model: object) -> None:
+        self.model, self.calls = model, 0
+
+    def __call__(self, frames: list[np.ndarray]) -> list:
+        self.calls += 1
+        time.sleep(0.02 * (self.calls % 3 == 1))
+        return self.model(frames)  # type: ignore[operator]
 
 
 def test_staged_cascade_runs_in_two_threads_with_the_single_thread_output(tmp_path: Path) -> None:
@@ -48,15 +62,20 @@ def test_staged_cascade_runs_in_two_threads_with_the_single_thread_output(tmp_pa
     detector, classifier = ThreadRecorder(SquareDetector()), ThreadRecorder(BrightnessClassifier())
     staged = Cascade(detector, classifier, min_crop_size=4)
     run(videos, staged, tmp_path / "staged.jsonl")
-    assert detector.threads == {"primary"} and classifier.threads == {"secondary"}
+    assert detector.threads == {"detect_0"} and classifier.threads == {"secondary"}
 
     run(videos, lambda frames: staged(frames), tmp_path / "single.jsonl")
-    assert detector.threads == {"primary", "infer"}
+    assert detector.threads == {"detect_0", "infer"}
+
+    detector = ThreadRecorder(SlowSometimes(SquareDetector()))
+    run(videos, Cascade(detector, classifier, min_crop_size=4), tmp_path / "workers.jsonl", detect_workers=3)
+    assert len(detector.threads) > 1 and all(name.startswith("detect_") for name in detector.threads)
     for i, n in enumerate([14, 9]):
         lines = read_predictions(tmp_path / f"staged.{i}.jsonl")
         assert [r["frame"] for r in lines] == list(range(n))
         assert all(r["detections"][0]["gesture"] == "stop" for r in lines)
         assert lines == read_predictions(tmp_path / f"single.{i}.jsonl")
+        assert lines == read_predictions(tmp_path / f"workers.{i}.jsonl")  # in order, with 3 batches at once
 
 
 def test_a_failing_classifier_stage_raises_and_still_closes_outputs(tmp_path: Path) -> None:

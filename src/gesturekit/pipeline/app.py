@@ -5,7 +5,9 @@ one frame of every active source (DeepStream's stream muxer), runs the cascade a
 per-source trackers; the sink thread writes JSON, video, preview and FPS. A cascade with
 ``detect`` and ``classify`` stages (:class:`Cascade`) runs them in two threads (DeepStream's
 primary and secondary GIE), so the detector works on the next batch while the classifier and
-trackers finish this one; results keep their order. Files apply
+trackers finish this one; ``detect_workers`` lets the detector run that many batches at once
+(each model call single-threaded keeps both cores busy for less CPU time than one call on two
+threads). Results keep their order. Files apply
 back-pressure (decoding waits); live sources drop their oldest queued frame instead (counted).
 A source that ends leaves the batch; the others go on.
 """
@@ -17,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +133,7 @@ class CascadeApp:
         tracker: builds a tracker for each video source; ``None`` disables tracking.
         max_frames: frames per source at most.
         perf: FPS meter ticked per processed frame.
+        detect_workers: batches a staged cascade's detector runs at once.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class CascadeApp:
         live_queue_size: int = 2,
         batch_timeout_s: float = 0.04,
         perf: PerfMeter | None = None,
+        detect_workers: int = 1,
     ) -> None:
         self.sources = list(sources)
         self.cascade = cascade
@@ -158,7 +163,8 @@ class CascadeApp:
         self.results: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         detect, classify = getattr(cascade, "detect", None), getattr(cascade, "classify", None)
         self.stages = (detect, classify) if callable(detect) and callable(classify) else None
-        self.detected: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.detect_workers = detect_workers
+        self.detected: queue.Queue[Any] = queue.Queue(maxsize=2 * detect_workers)  # batches and their futures
         self.perf = perf or PerfMeter([s.uri for s in self.sources], interval_s=0)
         self.stop_event = threading.Event()
         self.errors: list[BaseException] = []
@@ -194,11 +200,12 @@ class CascadeApp:
             self._put(self.results, _END)
 
     def _primary(self, detect: Callable[[list[Any]], list[Any]]) -> None:
-        """The detector stage of a staged cascade."""
+        """The detector stage of a staged cascade: ``detect_workers`` batches at once, queued in order."""
         try:
-            while (batch := self.mux.next_batch()) is not None:
-                if batch:
-                    self._put(self.detected, (batch, detect([f.image for f in batch])))
+            with ThreadPoolExecutor(self.detect_workers, thread_name_prefix="detect") as pool:
+                while (batch := self.mux.next_batch()) is not None:
+                    if batch:
+                        self._put(self.detected, (batch, pool.submit(detect, [f.image for f in batch])))
         finally:
             self._put(self.detected, _END)
 
@@ -207,7 +214,7 @@ class CascadeApp:
         try:
             while (item := self._take(self.detected)) is not _END:
                 batch, detections = item
-                self._track(batch, classify([f.image for f in batch], detections))
+                self._track(batch, classify([f.image for f in batch], detections.result()))
         finally:
             self._put(self.results, _END)
 
@@ -320,8 +327,9 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
     floor = primary.score_threshold
     if names["classifier"] is not None and secondary.confirm_threshold is not None:
         floor = min(floor, secondary.confirm_threshold)
+    threads = primary.threads if primary.threads is not None or primary.workers == 1 else 1
     detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
-                                     threads=primary.threads, score_threshold=floor,
+                                     threads=threads, score_threshold=floor,
                                      verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
                                      trust_threshold=primary.trust_threshold, refine_boxes=primary.refine_boxes)
     classifier = None
@@ -426,6 +434,6 @@ def run_app(
         sources, cascade, sinks, shared_sinks=shared, tracker=tracker, max_frames=mux.max_frames,
         queue_size=mux.queue_size, live_queue_size=mux.live_queue_size,
         batch_timeout_s=mux.batch_timeout_s,
-        perf=PerfMeter(config.sources, config.sinks.perf_interval_s, emit),
+        perf=PerfMeter(config.sources, config.sinks.perf_interval_s, emit), detect_workers=config.primary.workers,
     )
     return app.run()
