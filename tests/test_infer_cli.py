@@ -88,6 +88,19 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
         assert all(d["gesture"] is None for r in lines for d in r["detections"])
 
 
+@pytest.mark.parametrize(("workers", "threads"), [(None, 1), (1, None)])
+def test_onnxruntime_detector_calls_are_single_threaded_when_several_run_at_once(
+        tmp_path: Path, cli: tuple, workers: int | None, threads: int | None) -> None:
+    app, calls = cli
+    video = write_video(tmp_path / "clip.mp4", 3, 64, 48, fps=10)
+    config = tmp_path / "app.yaml"
+    config.write_text("primary: {}\n" if workers is None else f"primary:\n  workers: {workers}\n")
+    result = CliRunner().invoke(app, ["infer", str(video), "-c", str(config), "--quiet",
+                                      "--out-json", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert calls[0]["threads"] == threads  # default 2 workers: 1 thread each; 1 worker: ONNX Runtime's default
+
+
 @pytest.mark.parametrize("flags", [["--backend", "torch"], ["--device", "cuda"]])
 def test_infer_off_the_cpu_runtime_defaults_to_the_fp32_models(tmp_path: Path, cli: tuple, flags: list[str]) -> None:
     app, calls = cli

@@ -47,7 +47,8 @@ class Primary(StrictModel):
     """Applied to the verifier's scores when ``verify``; without the verifier 0.4 keeps about as few
     false positives (benchmarks/results/cascade_vs_mediapipe.json, cascade_vs_mediapipe_no_verifier.json)."""
     threads: PositiveInt | None = None
-    """ONNX Runtime threads per detector call; ``None``: one per core, or one when ``workers`` > 1."""
+    """Inference threads (ONNX Runtime: per detector call); ``None``: one per core, except one per
+    ONNX Runtime call when ``workers`` > 1."""
     workers: PositiveInt = 2
     """Batches of frames the detector runs at once, each in its own thread: on 2 cores, two
     single-threaded calls gave 20-30% more frames per second than one call on two threads."""

@@ -327,7 +327,9 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
     floor = primary.score_threshold
     if names["classifier"] is not None and secondary.confirm_threshold is not None:
         floor = min(floor, secondary.confirm_threshold)
-    threads = primary.threads if primary.threads is not None or primary.workers == 1 else 1
+    threads = primary.threads
+    if threads is None and primary.workers > 1 and primary.backend == "onnxruntime":
+        threads = 1  # one per call, as many calls as workers (torch threads are per process)
     detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
                                      threads=threads, score_threshold=floor,
                                      verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
