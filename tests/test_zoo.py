@@ -20,7 +20,7 @@ DET_KWARGS = {"num_classes": 1, "backbone": "mobilenet_v2", "head_channels": 16,
 POST = {"score_threshold": 0.3, "clustering": "dbscan", "dbscan_eps": 0.3, "max_detections": 50}
 SUMMARY = {
     "epochs": 80, "completed_epochs": 80, "batch_size_per_gpu": 64, "world_size": 2, "global_batch_size": 128,
-    "precision": "bf16", "amp_dtype": "bfloat16", "optimizer": "adamw", "images_seen": 1234567,
+    "precision": "bf16", "amp_dtype": "bfloat16", "optimizer": "adamw", "ema_decay": 0.998, "images_seen": 1234567,
     "wall_time_s": 4000.0, "images_per_s": 812.25, "device": "NVIDIA H100 80GB HBM3",
     "metric_key": "ap50", "best_metric": 0.91, "best_epoch": 75,
 }
@@ -92,6 +92,7 @@ def test_model_card_from_files(zoo_at) -> None:
         "| Dataset (train) | `/data/egohands_kitti` |", "| Images seen | 1,234,567 |", "| Wall time | 1 h 06 min |",
         "| Device | NVIDIA H100 80GB HBM3 |", "| Training throughput | 812.2 images/s |",
         "| Best validation | ap50 0.9100 (epoch 75) |", "| clustering | dbscan |",
+        "| Weights | moving average, decay 0.998 per iteration |",
     ]:
         assert text in card, text
     assert "per_class" not in card and "images_per_s | 950.5" not in card.split("## Speed")[0]

@@ -24,7 +24,16 @@ mkdir -p work/thumbs_crops && ln -sfn "$(realpath "$D/hagrid/crops/like")" work/
 gesturekit data pack work/thumbs_crops --kind classification --max-size 72 --max-per-class 1000 --holdout 0.15 \
   --seed 0 --splits train --quality 75 -o .pack/gpu/paste_thumbs.gkpack
 CROPS="$D/hagrid/crops --kind classification --max-size 96 --class-map-preset hagrid-gesturenet --holdout 0.15 --seed 0"
-gesturekit data pack $CROPS --max-per-class 1100 --splits train --quality 75 -o .pack/gpu/cls_crops.gkpack
+gesturekit data pack $CROPS --max-per-class 1100 --splits train --quality 75 -o .pack/gpu/cls_crops.gkpack   # v2
+# gesture_classifier.yaml (v3): every training crop of the six gesture folders, the seven random ones capped at 1,100
+# (550: experiments/gesture_classifier_balanced.yaml); the seeded hold-out is the same, as it goes by folder name
+mkdir -p work/crops_gesture work/crops_other
+for g in like fist palm stop ok peace; do ln -sfn "$(realpath "$D/hagrid/crops/$g")" "work/crops_gesture/$g"; done
+for g in call dislike mute none one rock stop_inverted; do ln -sfn "$(realpath "$D/hagrid/crops/$g")" "work/crops_other/$g"; done
+OPTS="--kind classification --max-size 96 --class-map-preset hagrid-gesturenet --holdout 0.15 --seed 0 --splits train --quality 75"
+gesturekit data pack work/crops_gesture $OPTS -o .pack/gpu/cls_crops_gesture.gkpack
+gesturekit data pack work/crops_other $OPTS --max-per-class 1100 -o .pack/gpu/cls_crops_other.gkpack
+gesturekit data pack work/crops_other $OPTS --max-per-class 550 -o .pack/gpu/cls_crops_other550.gkpack
 gesturekit data pack $CROPS --splits test --quality 90 -o .pack/cls_crops_test.gkpack   # evaluation only
 gesturekit data pack work/hagrid_gesture -o .pack/gpu/cls_frames.gkpack --kind classification --splits val \
   --max-size 160 --quality 85 --context 2.5

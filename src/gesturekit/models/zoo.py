@@ -205,6 +205,8 @@ def _training_rows(summary: dict[str, Any], spec: dict[str, Any]) -> list[tuple[
         rows.append(("Precision", summary["precision"] + (f" (autocast {amp})" if amp and amp != "float32" else "")))
     if "optimizer" in summary:
         rows.append(("Optimizer", str(summary["optimizer"])))
+    if summary.get("ema_decay") is not None:
+        rows.append(("Weights", f"moving average, decay {summary['ema_decay']} per iteration"))
     dataset = spec.get("dataset") or {}
     for split in ("train", "val"):
         if dataset.get(split):

@@ -1,0 +1,87 @@
+"""Gesture classifier candidates compared in the app, on the HaGRID ``test`` frames and the held-out crops.
+
+Each ``--candidates`` model (zoo name or file) replaces the app's classifier; the rest of the app
+is the default (detector, verifier, thresholds, gesture confirmation). Per candidate:
+
+- the cascade through ``run_app`` on the HaGRID ``test`` frames, scored as
+  ``cascade_vs_mediapipe.py`` scores it: accuracy over all annotated hands, over the gesture hands
+  (``no_gesture`` left out), per class of the gesture hands, unmatched boxes per image;
+- accuracy and macro-F1 on the held-out 15% of the HaGRID crops (``.pack/cls_crops_test.gkpack``),
+  which no candidate trained on.
+
+The test frames pick nothing by themselves: the script reports every candidate, and the note that
+ships one says which were tried.
+
+Usage: python benchmarks/classifier_candidates.py --candidates gesture-classifier-int8 new=runs/new_int8.onnx ...
+Result: benchmarks/results/experiments/gesture_classifier_candidates.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import cascade_vs_mediapipe as cvm  # noqa: E402  (the benchmark's scoring and app path)
+
+from gesturekit.data.formats.kitti import read_kitti_dataset  # noqa: E402
+from gesturekit.evaluation.classification import evaluate_classifier_on  # noqa: E402
+from gesturekit.io import atomic_write_json  # noqa: E402
+from gesturekit.pipeline.predictions import read_predictions  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "experiments" / "gesture_classifier_candidates.json"
+HELD_OUT_CROPS = cvm.REPO / ".pack" / "cls_crops_test.gkpack"
+
+
+def cascade_accuracy(rows: list[tuple[str, str]], raw_labels: list[str]) -> dict[str, Any]:
+    """Accuracy of ``(label, predicted)`` rows over all hands and over the gesture hands, per class."""
+    gesture = [row for row, raw in zip(rows, raw_labels) if raw != "no_gesture"]
+    per_class = cvm.recall_by_class([(label, label == p) for label, p in gesture], sorted({label for label, _ in gesture}))
+    return {"all_hands": round(sum(label == p for label, p in rows) / len(rows), 4),
+            "gesture_hands": round(sum(label == p for label, p in gesture) / len(gesture), 4),
+            "gesture_hands_correct": sum(label == p for label, p in gesture),
+            "gesture_hands_per_class": {k: f"{r['correct']}/{r['n']}" for k, r in per_class.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--candidates", nargs="+", required=True,
+                        help="classifier zoo names or model files, each as NAME=MODEL to name it in the result")
+    parser.add_argument("--dataset", type=Path, default=cvm.REPO / "work" / "hagrid_gesture")
+    parser.add_argument("--hagrid", type=Path, default=cvm.DATA / "hagrid")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    annotations = read_kitti_dataset(args.dataset, "test")
+    raw_labels = cvm.hagrid_labels(annotations, args.hagrid, "test")
+    result: dict[str, Any] = {"dataset": f"{args.dataset.name}/test", "hands": len(raw_labels),
+                              "gesture_hands": sum(raw != "no_gesture" for raw in raw_labels),
+                              "held_out_crops": HELD_OUT_CROPS.name, "candidates": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "frames"
+        folder.mkdir()
+        for ann in annotations:
+            (folder / ann.image.name).symlink_to(ann.image.resolve())
+        for candidate in args.candidates:
+            name, _, model = candidate.rpartition("=")
+            gk = cvm.Gesturekit(classifier=model)
+            gk.run([str(folder)], Path(tmp) / "preds.jsonl")
+            preds = {r["image"]: r["detections"] for r in read_predictions(Path(tmp) / "preds.jsonl")}
+            scored = cvm.score_gesturekit(annotations, preds)
+            crops = evaluate_classifier_on(gk.classifier, [HELD_OUT_CROPS], "test")
+            crops = next(iter(crops.values()))
+            entry = {**cascade_accuracy(scored["rows"], raw_labels),
+                     "unmatched_detections_per_image": round(scored["unmatched_detections"] / len(annotations), 3),
+                     "held_out_crops_accuracy": round(crops["accuracy"], 4),
+                     "held_out_crops_macro_f1": round(crops["macro_f1"], 4)}
+            result["candidates"][name or model] = entry
+            print(f"{name or model}: {entry}")
+    result["command"] = " ".join(["python3", *sys.argv])
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
