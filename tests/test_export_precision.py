@@ -196,6 +196,30 @@ def test_export_command_int8_with_calibration_and_evaluation(cli, kitti, tmp_pat
     assert result.exit_code == 2 and "--calibration-images" in result.output
 
 
+def test_export_command_converts_an_fp32_onnx_file_as_its_checkpoint_would(cli, kitti, tmp_path) -> None:
+    runner, app, ckpt = cli
+    fp32, from_onnx, from_ckpt = tmp_path / "fp32.onnx", tmp_path / "a_int8.onnx", tmp_path / "b_int8.onnx"
+    calibrate = ["--precision", "int8", "--calibration-images", str(kitti)]
+    assert runner.invoke(app, ["-m", str(ckpt), "-o", str(fp32)]).exit_code == 0
+    result = runner.invoke(app, ["-m", str(fp32), "-o", str(from_onnx), *calibrate, "--eval-dataset", str(kitti)])
+    assert result.exit_code == 0, result.output
+    assert "parity with fp32.onnx" in result.output and "fp32.onnx" in result.output.split("AP@0.5")[1]
+    assert runner.invoke(app, ["-m", str(ckpt), "-o", str(from_ckpt), *calibrate]).exit_code == 0
+    assert read_onnx_metadata(from_onnx) == read_onnx_metadata(from_ckpt) | {
+        "quantization": read_onnx_metadata(from_ckpt)["quantization"] | {"calibration_cache": "a_int8.calib.json"}}
+    assert json.loads(default_calibration_cache(from_onnx).read_text()) == json.loads(
+        default_calibration_cache(from_ckpt).read_text())  # the same ranges: the same FP32 graph was calibrated
+    batch = np.random.default_rng(0).normal(size=(1, 3, 96, SIZE)).astype(np.float32)
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": batch})
+               for p in (from_onnx, from_ckpt)]
+    for a, b in zip(*outputs):
+        np.testing.assert_array_equal(a, b)
+    result = runner.invoke(app, ["-m", str(from_onnx), "-o", str(tmp_path / "x.onnx"), *calibrate])
+    assert isinstance(result.exception, GesturekitError) and "a int8 model" in str(result.exception)
+    result = runner.invoke(app, ["-m", str(fp32), "-o", str(tmp_path / "x.onnx")])
+    assert isinstance(result.exception, GesturekitError) and "already an FP32 ONNX model" in str(result.exception)
+
+
 def test_export_command_fp16_parity_on_images(cli, kitti, tmp_path) -> None:
     runner, app, ckpt = cli
     out = tmp_path / "fp16.onnx"

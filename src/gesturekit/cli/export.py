@@ -1,4 +1,5 @@
-"""``gesturekit export``: a checkpoint or zoo model to ONNX (FP32, FP16 or INT8), with a parity
+"""``gesturekit export``: a checkpoint or zoo model to ONNX (FP32, FP16 or INT8), or an FP32 ONNX file to
+FP16 or INT8, with a parity
 check, an optional accuracy comparison and an optional TensorRT engine."""
 
 from enum import Enum
@@ -24,8 +25,9 @@ class Int8Target(str, Enum):
 
 def export(
     model: Annotated[str, typer.Option("--model", "-m", help="A training checkpoint (.pt, e.g. results/best.pt; "
-                                       "a QAT checkpoint exports as int8), a directory with model.pt, or a zoo "
-                                       "model name.", show_default=False)],
+                                       "a QAT checkpoint exports as int8), a directory with model.pt, a zoo "
+                                       "model name, or an FP32 .onnx file to convert to fp16 or int8 (compared "
+                                       "with that file instead of PyTorch).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", show_default=False)],
     precision: Annotated[ExportPrecision, typer.Option(
         help="Numeric precision: fp32; fp16 (float16 weights and activations, float32 inputs and outputs); "

@@ -19,8 +19,9 @@ from gesturekit.evaluation.detection import evaluate_detector_on, read_rgb
 from gesturekit.export import FP32_TOLERANCE
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
-from gesturekit.export.precision import default_calibration_cache, export_precision
+from gesturekit.export.precision import convert_fp16, default_calibration_cache, export_precision, quantize_int8
 from gesturekit.export.tensorrt import TENSORRT_MISSING, build_engine, profile_shapes, tensorrt_available
+from gesturekit.models.metadata import read_onnx_metadata
 from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import preprocess_crop
@@ -79,14 +80,22 @@ def _detection_ap(backend: Backend, datasets: list[Path], split: str) -> dict[st
     return {name: float(result["ap50"]) for name, result in results.items()}
 
 
-def _ap_table(net: nn.Module, path: Path, precision: str, datasets: list[Path], split: str) -> Table:
-    """AP@0.5 of the PyTorch model and of the exported file through the runtime detector."""
-    reference = _detection_ap(TorchBackend(net), datasets, split)
+def _reference_name(reference: nn.Module | Path) -> str:
+    """How the tables name what the export is compared with: the source ONNX file, or PyTorch."""
+    if isinstance(reference, Path):
+        return escape(reference.name)
+    return "PyTorch QAT" if reference.metadata.get("qat") else "PyTorch FP32"
+
+
+def _ap_table(reference: nn.Module | Path, path: Path, precision: str, datasets: list[Path], split: str) -> Table:
+    """AP@0.5 of the reference (PyTorch model or source ONNX file) and of the exported file through the
+    runtime detector."""
+    backend = OnnxRuntimeBackend(reference) if isinstance(reference, Path) else TorchBackend(reference)
+    before = _detection_ap(backend, datasets, split)
     exported = _detection_ap(OnnxRuntimeBackend(path), datasets, split)
-    source = "PyTorch QAT" if net.metadata.get("qat") else "PyTorch FP32"
-    table = Table("dataset", source, f"ONNX {precision}", "difference",
+    table = Table("dataset", _reference_name(reference), f"ONNX {precision}", "difference",
                   title=f"AP@0.5 ({split} split, runtime HandDetector)")
-    for name, ap in reference.items():
+    for name, ap in before.items():
         table.add_row(escape(name), f"{100 * ap:.2f}", f"{100 * exported[name]:.2f}",
                       f"{100 * (exported[name] - ap):+.2f} points")
     return table
@@ -104,28 +113,44 @@ def _check_qat_export(checkpoint: Path, qat_target: str, precision: str, int8_ta
                               f"training.qat_target: {wanted}")
 
 
+def _check_onnx_source(source: Path, meta: dict, precision: str) -> None:
+    """An FP32 ONNX file converts to fp16 or int8, and nothing else does."""
+    if meta.get("precision", "fp32") != "fp32":
+        raise GesturekitError(f"{source}: a {meta['precision']} model; convert the FP32 ONNX file or export "
+                              "from the checkpoint")
+    if precision == "fp32":
+        raise GesturekitError(f"{source}: already an FP32 ONNX model; pass --precision fp16 or int8")
+
+
 def run_export(model: str, output: Path, precision: str = "fp32", calibration_images: list[Path] | None = None,
                calibration_split: str = "train", num_calibration: int = 200, calibration_cache: Path | None = None,
                int8_target: str | None = None, images: Path | None = None, num_images: int = 8,
                eval_dataset: list[Path] | None = None, eval_split: str = "test", engine: bool = False,
                max_batch: int = 8, opset: int = 17, tolerance: float | None = None) -> None:
-    """Export ``model`` (checkpoint, directory or zoo name) as ``gesturekit export --help`` describes."""
+    """Export ``model`` (checkpoint, directory or zoo name, or an FP32 ONNX file to convert) as
+    ``gesturekit export --help`` describes."""
     if engine and not tensorrt_available():
         typer.echo(f"error: {TENSORRT_MISSING}", err=True)
         raise typer.Exit(2)
     cache = calibration_cache or default_calibration_cache(output)
     sources = list(calibration_images or [])
-    checkpoint = resolve_model_file(model, "torch")
-    net = load_model_from_checkpoint(checkpoint)
-    meta = net.metadata
+    reference: nn.Module | Path
+    if Path(model).suffix.lower() == ".onnx":
+        reference = model_file = resolve_model_file(model, "onnxruntime")
+        meta = read_onnx_metadata(model_file)
+        _check_onnx_source(model_file, meta, precision)
+    else:
+        model_file = resolve_model_file(model, "torch")
+        reference = load_model_from_checkpoint(model_file)
+        meta = reference.metadata
     qat = bool(meta.get("qat"))
     if qat:
-        _check_qat_export(checkpoint, meta.get("qat_target", "tensorrt"), precision, int8_target, engine)
+        _check_qat_export(model_file, meta.get("qat_target", "tensorrt"), precision, int8_target, engine)
     elif precision == "int8" and not sources and not cache.is_file():
         raise typer.BadParameter(f"int8 needs --calibration-images (no calibration cache {cache})",
                                  param_hint="'--precision'")
     if eval_dataset and meta["task"] != "detection":
-        raise GesturekitError(f"{checkpoint}: --eval-dataset compares detection AP; this is a {meta['task']} model")
+        raise GesturekitError(f"{model_file}: --eval-dataset compares detection AP; this is a {meta['task']} model")
     target = int8_target or ("tensorrt" if engine else "onnxruntime")
     console = Console(highlight=False, soft_wrap=True)
 
@@ -140,21 +165,27 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
             calibration = calibration_inputs(items, lambda rgb: _preprocess(meta, rgb), meta.get("crop"))
             console.print(f"calibration: {len(items)} images of {escape(', '.join(map(str, sources)))} "
                           f"({calibration_split}), target {target}; cache {escape(str(cache))}")
-    size = int(meta["input_size"])
-    side = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if meta["task"] == "detection" else size
-    path = export_precision(net, output, torch.zeros(1, 3, side, side), precision, calibration, cache, target, opset)
+    if isinstance(reference, Path):
+        path = (convert_fp16(reference, output) if precision == "fp16"
+                else quantize_int8(reference, output, calibration, cache, target))
+    else:
+        size = int(meta["input_size"])
+        side = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if meta["task"] == "detection" else size
+        path = export_precision(reference, output, torch.zeros(1, 3, side, side), precision, calibration, cache,
+                                target, opset)
     how = "QAT ranges" if qat else precision
     console.print(f"wrote {escape(str(path))} ({how}, {path.stat().st_size / 1e6:.1f} MB) from "
-                  f"{escape(str(checkpoint))}")
+                  f"{escape(str(model_file))}")
 
     parity_sources, parity_split = (sources, calibration_split) if sources else (list(eval_dataset or []), eval_split)
     batches, described = _parity_batches(meta, images, parity_sources, parity_split, num_images)
     worst: dict[str, float] = {}
     for batch in batches:
-        for name, diff in check_parity(net, path, batch).items():
+        for name, diff in check_parity(reference, path, batch).items():
             worst[name] = max(worst.get(name, 0.0), diff)
     limit = tolerance if tolerance is not None else (FP32_TOLERANCE if precision == "fp32" else None)
-    table = Table("output", "max abs diff", title=f"parity with PyTorch on {escape(described)}")
+    against = "PyTorch" if isinstance(reference, nn.Module) else _reference_name(reference)
+    table = Table("output", "max abs diff", title=f"parity with {against} on {escape(described)}")
     if limit is not None:
         table.add_column("ok")
     if precision != "fp32":
@@ -166,7 +197,7 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
         console.print("random inputs only: pass --images DIR to check on real images")
 
     if eval_dataset:
-        console.print(_ap_table(net, path, precision, list(eval_dataset), eval_split))
+        console.print(_ap_table(reference, path, precision, list(eval_dataset), eval_split))
     if engine:
         shapes = profile_shapes(meta, max_batch)
         built = build_engine(path, output.with_suffix(".engine"), shapes, precision)

@@ -86,20 +86,27 @@ def export_onnx(model: nn.Module, out_path: str | Path, example: torch.Tensor, o
     return atomic_write_bytes(out_path, proto.SerializeToString())
 
 
-def check_parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor) -> dict[str, float]:
-    """Run the model and the ONNX file (onnxruntime, CPU) on ``images`` [B,3,H,W] and compare.
+def run_onnx(onnx_path: str | Path, images: torch.Tensor) -> tuple[list[str], list[np.ndarray]]:
+    """The output names and outputs of an ONNX file (onnxruntime, CPU) on ``images`` [B,3,H,W]."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return names, session.run(names, {"images": images.detach().float().cpu().numpy()})
+
+
+def check_parity(reference: nn.Module | str | Path, onnx_path: str | Path, images: torch.Tensor) -> dict[str, float]:
+    """Run ``reference`` (a model, or the ONNX file the exported one was converted from) and the ONNX
+    file (onnxruntime, CPU) on ``images`` [B,3,H,W] and compare.
 
     Returns:
         ``{output name: max absolute difference}``.
     """
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        expected = model.export_forward(images.to(device=device, dtype=torch.float32))
-    if isinstance(expected, torch.Tensor):
-        expected = (expected,)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    got = session.run(names, {"images": images.detach().float().cpu().numpy()})
-    return {name: float(np.abs(g - e.float().cpu().numpy()).max(initial=0.0))
-            for name, g, e in zip(names, got, expected)}
+    if isinstance(reference, nn.Module):
+        reference.eval()
+        device = next(reference.parameters()).device
+        with torch.inference_mode():
+            outputs = reference.export_forward(images.to(device=device, dtype=torch.float32))
+        expected = [t.float().cpu().numpy() for t in ((outputs,) if isinstance(outputs, torch.Tensor) else outputs)]
+    else:
+        expected = run_onnx(reference, images)[1]
+    names, got = run_onnx(onnx_path, images)
+    return {name: float(np.abs(g - e).max(initial=0.0)) for name, g, e in zip(names, got, expected)}
