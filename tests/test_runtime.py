@@ -12,13 +12,13 @@ from PIL import Image
 
 from gesturekit.config.specs import CropConvention
 from gesturekit.data.crops import widen_box
-from gesturekit.data.transforms import classification_eval_transform, crop_roi
+from gesturekit.data.transforms import classification_eval_transform, crop_roi, letterbox, normalize
 from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import export_onnx
 from gesturekit.models import create_model, zoo
 from gesturekit.models.metadata import classifier_metadata, detector_metadata
 from gesturekit.runtime.classifier import GestureClassifier, preprocess_crop
-from gesturekit.runtime.detector import Detection, HandDetector, preprocess_frame
+from gesturekit.runtime.detector import PAD_STRIDE, Detection, HandDetector, preprocess_frame
 from gesturekit.runtime.loading import load_backend, load_classifier, load_detector, resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
@@ -125,6 +125,15 @@ class FakeDetectorBackend:
         return [np.repeat(self.boxes[None], n, 0), np.repeat(self.scores[None], n, 0)]
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (1080, 620), (37, 50)])
+def test_runtime_frame_preprocessing_is_evaluation_s(shape: tuple[int, int]) -> None:
+    frame = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    image, scale = preprocess_frame(frame, 160)
+    expected, expected_scale = letterbox(torch.from_numpy(frame).permute(2, 0, 1), 160, stride=PAD_STRIDE, square=False)
+    assert scale == expected_scale and image.flags["C_CONTIGUOUS"]
+    torch.testing.assert_close(torch.from_numpy(image), normalize(expected), rtol=0, atol=1e-6)
+
+
 def test_detector_maps_boxes_back_to_frame_pixels() -> None:
     backend = FakeDetectorBackend([[40, 20, 80, 60], [100, 50, 170, 100], [0, 0, 10, 10]], [0.9, 0.8, 0.05])
     detector = HandDetector(backend)
@@ -162,7 +171,7 @@ def test_classifier_crops_and_preprocesses_like_training(model_dirs, frames) -> 
     tensor = torch.from_numpy(frame.copy()).permute(2, 0, 1)
     assert torch.equal(torch.from_numpy(crop.copy()).permute(2, 0, 1), crop_roi(tensor, box, CropConvention(**CROP)))
     expected = classification_eval_transform(64, CropConvention(**CROP))(tensor, box)
-    assert torch.equal(torch.from_numpy(preprocess_crop(crop, 64)), expected)
+    torch.testing.assert_close(torch.from_numpy(preprocess_crop(crop, 64)), expected, rtol=0, atol=1e-6)
 
     crops = [classifier.crop_region(f, b) for f, bs in frames for b in bs]
     classifier.max_batch = 2

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torchvision.ops import batched_nms
+from torchvision.transforms.v2 import functional as F
 
-from gesturekit.data.transforms import letterbox, normalize
+from gesturekit.data.transforms import letterbox_geometry, normalized_canvas
 from gesturekit.models.postprocess import postprocess
 from gesturekit.runtime.backend import Backend, backend_metadata
 
@@ -48,10 +49,13 @@ def preprocess_frame(frame: np.ndarray, input_size: int) -> tuple[np.ndarray, fl
         frame: uint8 RGB [H,W,3].
 
     Returns:
-        float32 [3,h,w] and ``scale`` (a frame point ``p`` is at ``p * scale`` in the input).
+        float32 [3,h,w] and ``scale`` (a frame point ``p`` is at ``p * scale`` in the input): the values of
+        ``normalize(letterbox(...))`` in evaluation, within 1e-6.
     """
-    image, scale = letterbox(frame_tensor(frame), input_size, stride=PAD_STRIDE, square=False)
-    return normalize(image).numpy(), scale
+    new_h, new_w, padded_h, padded_w, scale = letterbox_geometry(*frame.shape[:2], input_size, PAD_STRIDE,
+                                                                 square=False)
+    resized = F.resize(frame_tensor(frame), [new_h, new_w], antialias=True)
+    return normalized_canvas(resized, padded_h, padded_w).numpy(), scale
 
 
 class HandDetector:
