@@ -325,6 +325,13 @@ def recall_by_class(rows: list[tuple[str, bool]], classes: Sequence[str]) -> dic
     return out
 
 
+def class_accuracy(rows: list[tuple[str, str]]) -> dict[str, Any]:
+    """Overall and per-class accuracy (``"correct/n"``) of ``(label, predicted)`` rows."""
+    per_class = recall_by_class([(label, label == p) for label, p in rows], sorted({label for label, _ in rows}))
+    return {"accuracy": round(sum(r["correct"] for r in per_class.values()) / len(rows), 4),
+            "per_class": {k: f"{r['correct']}/{r['n']}" for k, r in per_class.items()}}
+
+
 def _boxes(items: Sequence[Any]) -> np.ndarray:
     return np.array(items, dtype=np.float64).reshape(-1, 4)
 

@@ -39,11 +39,10 @@ HELD_OUT_CROPS = cvm.REPO / ".pack" / "cls_crops_test.gkpack"
 def cascade_accuracy(rows: list[tuple[str, str]], raw_labels: list[str]) -> dict[str, Any]:
     """Accuracy of ``(label, predicted)`` rows over all hands and over the gesture hands, per class."""
     gesture = [row for row, raw in zip(rows, raw_labels) if raw != "no_gesture"]
-    per_class = cvm.recall_by_class([(label, label == p) for label, p in gesture], sorted({label for label, _ in gesture}))
-    return {"all_hands": round(sum(label == p for label, p in rows) / len(rows), 4),
-            "gesture_hands": round(sum(label == p for label, p in gesture) / len(gesture), 4),
+    summary = cvm.class_accuracy(gesture)
+    return {"all_hands": cvm.class_accuracy(rows)["accuracy"], "gesture_hands": summary["accuracy"],
             "gesture_hands_correct": sum(label == p for label, p in gesture),
-            "gesture_hands_per_class": {k: f"{r['correct']}/{r['n']}" for k, r in per_class.items()}}
+            "gesture_hands_per_class": summary["per_class"]}
 
 
 def main() -> None:

@@ -29,13 +29,6 @@ from gesturekit.pipeline.predictions import read_predictions  # noqa: E402
 OUT = Path(__file__).parent / "results" / "experiments" / "classifier_crop_ratio.json"
 
 
-def accuracy(rows: list[tuple[str, str]]) -> dict:
-    """Overall and per-class accuracy of ``(label, predicted)`` rows."""
-    per_class = cvm.recall_by_class([(label, label == p) for label, p in rows], sorted({label for label, _ in rows}))
-    return {"accuracy": round(sum(r["correct"] for r in per_class.values()) / len(rows), 4),
-            "per_class": {k: f"{r['correct']}/{r['n']}" for k, r in per_class.items()}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=cvm.REPO / "work" / "hagrid_gesture")
@@ -60,11 +53,11 @@ def main() -> None:
                 crops = [gk.classifier.crop_region(frames[ann.image], (box.x1, box.y1, box.x2, box.y2))
                          for ann in annotations for box in ann.boxes]  # in the order of boxes
                 # as in the cascade, a crop under secondary.min_crop_size gets no gesture (wrong)
-                gt = accuracy([(box.label, p if min(crop.shape[:2]) >= min_crop else "none")
+                gt = cvm.class_accuracy([(box.label, p if min(crop.shape[:2]) >= min_crop else "none")
                                for box, crop, (p, _) in zip(boxes, crops, gk.classifier(crops))])
                 gk.run([str(folder)], Path(tmp) / "p.jsonl")
                 preds = {r["image"]: r["detections"] for r in read_predictions(Path(tmp) / "p.jsonl")}
-                cascade = accuracy(cvm.score_gesturekit(annotations, preds)["rows"])
+                cascade = cvm.class_accuracy(cvm.score_gesturekit(annotations, preds)["rows"])
                 result[name]["ground_truth_boxes"][str(ratio)] = gt
                 result[name]["cascade"][str(ratio)] = cascade
                 print(f"{name:50s} ratio {ratio:<5g} GT boxes {gt['accuracy']:.4f}  cascade {cascade['accuracy']:.4f}  "
