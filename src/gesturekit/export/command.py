@@ -179,10 +179,7 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
 
     parity_sources, parity_split = (sources, calibration_split) if sources else (list(eval_dataset or []), eval_split)
     batches, described = _parity_batches(meta, images, parity_sources, parity_split, num_images)
-    worst: dict[str, float] = {}
-    for batch in batches:
-        for name, diff in check_parity(reference, path, batch).items():
-            worst[name] = max(worst.get(name, 0.0), diff)
+    worst = check_parity(reference, path, batches)
     limit = tolerance if tolerance is not None else (FP32_TOLERANCE if precision == "fp32" else None)
     against = "PyTorch" if isinstance(reference, nn.Module) else _reference_name(reference)
     table = Table("output", "max abs diff", title=f"parity with {against} on {escape(described)}")
