@@ -180,8 +180,10 @@ class Gesturekit:
 
     def __init__(self, score_threshold: float | None = None, detector: str | None = None,
                  classifier: str | None = None, verifier: str | None = None, verify: bool = True,
-                 refine_boxes: str = "doubtful") -> None:
-        primary: dict = {"detector": detector, "verifier": verifier, "verify": verify, "refine_boxes": refine_boxes}
+                 refine_boxes: str = "doubtful", backend: str = "onnxruntime", device: str = "cpu",
+                 precision: str | None = None) -> None:
+        primary: dict = {"detector": detector, "verifier": verifier, "verify": verify, "refine_boxes": refine_boxes,
+                         "backend": backend, "device": device, "precision": precision}
         if score_threshold is not None:
             primary["score_threshold"] = score_threshold
         self.config = AppConfig.model_validate({"primary": primary, "secondary": {"classifier": classifier}})

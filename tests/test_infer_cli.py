@@ -50,9 +50,10 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert f"{video}: 10 frames" in result.output
     assert calls == [
         {"detector": "hand-detector-pruned-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
-         "score_threshold": 0.2, "verifier": "hand-verifier", "candidate_threshold": 0.1,
+         "half": False, "score_threshold": 0.2, "verifier": "hand-verifier", "candidate_threshold": 0.1,
          "trust_threshold": 0.6, "refine_boxes": "doubtful"},
-        {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1},
+        {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1,
+         "half": False},
     ]  # the CPU runtime's defaults, pruned INT8 detector + verifier + INT8 classifier; the classifier keeps its
     # threads; the detector keeps hands down to secondary.confirm_threshold, 0.2, for the classifier to confirm
     lines = read_predictions(tmp_path / "preds.jsonl")
@@ -80,7 +81,7 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
     assert result.exit_code == 0, result.output
     assert result.output == ""
     assert calls == [{"detector": "my-det.onnx", "backend": "torch", "device": "cpu", "threads": None,
-                      "score_threshold": 0.25, "verifier": "my-verifier.pt", "candidate_threshold": 0.15,
+                      "half": False, "score_threshold": 0.25, "verifier": "my-verifier.pt", "candidate_threshold": 0.15,
                       "trust_threshold": 0.6, "refine_boxes": "all"}]  # no classifier: nothing to confirm
     for i in range(2):
         lines = read_predictions(tmp_path / "out" / f"p.{i}.jsonl")
@@ -109,6 +110,18 @@ def test_infer_off_the_cpu_runtime_defaults_to_the_fp32_models(tmp_path: Path, c
     assert result.exit_code == 0, result.output
     assert [c.get("detector", c.get("classifier")) for c in calls] == ["hand-detector", "gesture-classifier"]
     assert calls[0]["verifier"] == "hand-verifier"
+
+
+@pytest.mark.parametrize(("flags", "half"), [
+    (["--backend", "torch", "--device", "cuda"], True),
+    (["--backend", "torch", "--device", "cuda", "--precision", "fp32"], False),
+])
+def test_infer_precision_reaches_every_model(tmp_path: Path, cli: tuple, flags: list[str], half: bool) -> None:
+    app, calls = cli
+    video = write_video(tmp_path / "clip.mp4", 3, 64, 48, fps=10)
+    result = CliRunner().invoke(app, ["infer", str(video), *flags, "--quiet", "--out-json", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert [c["half"] for c in calls] == [half, half]  # the detector (and its verifier) and the classifier
 
 
 def test_infer_missing_source_fails_before_loading_models(tmp_path: Path, cli: tuple) -> None:

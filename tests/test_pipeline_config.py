@@ -33,11 +33,32 @@ def test_full_config_parses(tmp_path: Path) -> None:
     assert cfg.tracker.method == "greedy" and cfg.primary.device == "cuda"
 
 
+@pytest.mark.parametrize(("primary", "half"), [
+    ({}, False),
+    ({"backend": "torch"}, False),
+    ({"backend": "torch", "device": "cuda"}, True),
+    ({"backend": "torch", "device": "cuda", "precision": "fp32"}, False),
+    ({"backend": "onnxruntime", "device": "cuda"}, False),
+    ({"backend": "torch", "precision": "fp16"}, True),
+])
+def test_precision_defaults_to_fp16_for_torch_on_cuda(primary: dict, half: bool) -> None:
+    assert AppConfig.model_validate({"primary": primary}).primary.half is half
+
+
+def test_fp16_on_the_cpu_is_one_clear_error() -> None:
+    from gesturekit.pipeline.app import load_models
+
+    config = AppConfig.model_validate({"primary": {"backend": "torch", "precision": "fp16"}})
+    with pytest.raises(GesturekitError, match="half precision needs a CUDA device"):
+        load_models(config)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("primary:\n  backend: tensorrt\n", "primary.backend: Input should be 'onnxruntime' or 'torch'"),
     ("sinks:\n  preview_port: 70000\n", "sinks.preview_port: Input should be less than or equal to 65535"),
     ("secondary:\n  min_crop_size: 0\n", "secondary.min_crop_size: Input should be greater than 0"),
     ("streamux: {}\n", "streamux: unknown key"),
+    ("primary:\n  precision: int8\n", "primary.precision: Input should be 'fp32' or 'fp16'"),
 ])
 def test_bad_values_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "app.yaml"

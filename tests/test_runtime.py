@@ -208,6 +208,8 @@ def test_loading_resolution_and_errors(model_dirs, monkeypatch, tmp_path) -> Non
         load_detector("hand-detector", backend="tensorrt")  # type: ignore[arg-type]
     with pytest.raises(GesturekitError, match="half precision needs a CUDA device"):
         load_detector("hand-detector", backend="torch", half=True)
+    with pytest.raises(GesturekitError, match="CUDA graphs need a CUDA device"):
+        TorchBackend(load_detector("hand-detector", backend="torch").backend.model, cuda_graphs=True)
     monkeypatch.setattr(zoo, "ZOO_ROOT", tmp_path / "absent")
     with pytest.raises(GesturekitError, match=r"zoo: empty"):
         load_classifier("gesture-classifier")

@@ -8,6 +8,8 @@
 #   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry its runs/pruned file)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
 #   throughput  detector training throughput: strict FP32 / TF32 / AMP on one GPU, then 1 vs N GPUs
+#   cascade     the app on the GPU (benchmarks/cascade_gpu.py): carry the PyAV wheel in .whl and the video in
+#               .pack/video/asl_hand.25fps.mp4; the zoo's model.onnx files can stay behind (the torch backend)
 #   PATH.yaml   train the spec at PATH (e.g. benchmarks/gpu/experiments/*.yaml; a classifier when its name
 #               says classifier or verifier), run named after it
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
@@ -47,6 +49,9 @@ for job in $JOBS; do
         timeout 110 torchrun --standalone --nproc_per_node "$NGPU" $TP --precisions fp32 bf16 \
           --baseline "$RUNS/train_throughput_1gpu.json" --out "$RUNS/train_throughput_${NGPU}gpu.json" | grep images/s
       fi;;
+    cascade)
+      timeout "$TRAIN_LIMIT" python3 benchmarks/cascade_gpu.py --video .pack/video/asl_hand.25fps.mp4 \
+        --cache-dir /tmp/gk-bench --out "$RUNS/cascade_gpu.json";;
     *+*)
       gpu=0
       for part in ${job//+/ }; do CUDA_VISIBLE_DEVICES=$gpu train "$part" 1 & gpu=$((gpu + 1)); done

@@ -21,6 +21,11 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
 SOURCES_HELP = (
     "Inputs: an image, a folder of images (searched recursively), a video file, an RTSP/HTTP URL, "
     "or a camera (0 or /dev/video0). Several sources are batched together; each keeps its own "
@@ -94,6 +99,9 @@ def infer(
         help="Inference backend. (default: onnxruntime)", show_default=False)] = None,
     device: Annotated[Optional[DeviceChoice], typer.Option(
         help="Inference device. (default: cpu)", show_default=False)] = None,
+    precision: Annotated[Optional[PrecisionChoice], typer.Option(
+        help="Weights and inputs of the torch backend on CUDA. (default: fp16 there, else fp32)",
+        show_default=False)] = None,
     out_json: Annotated[Optional[Path], typer.Option(help=OUT_JSON_HELP, show_default=False)] = None,
     out_video: Annotated[Optional[Path], typer.Option(help=OUT_VIDEO_HELP, show_default=False)] = None,
     preview_port: Annotated[Optional[int], typer.Option(
@@ -139,6 +147,7 @@ def infer(
         primary__detector=detector,
         primary__backend=backend.value if backend else None,
         primary__device=device.value if device else None,
+        primary__precision=precision.value if precision else None,
         primary__score_threshold=score_threshold,
         primary__threads=threads,
         primary__verifier=verifier,

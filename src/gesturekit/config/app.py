@@ -43,6 +43,9 @@ class Primary(StrictModel):
     (``models.zoo.default_models``)."""
     backend: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "fp16"] | None = None
+    """Weights and inputs of the torch backend on CUDA (the detector, verifier and classifier alike);
+    ``None``: fp16 there, fp32 elsewhere (an ONNX file carries its own precision)."""
     score_threshold: Fraction = 0.3
     """Applied to the verifier's scores when ``verify``; without the verifier 0.4 keeps about as few
     false positives (benchmarks/results/cascade_vs_mediapipe.json, cascade_vs_mediapipe_no_verifier.json)."""
@@ -63,6 +66,14 @@ class Primary(StrictModel):
     refine_boxes: RefineBoxes = "doubtful"
     """Which candidates the verifier's box head moves: those it rescored, also the trusted ones (a
     crop each: better boxes on HaGRID, 15-23% fewer frames per second on video), or none."""
+
+
+    @property
+    def half(self) -> bool:
+        """Whether the models run in FP16 (``precision``, or its default for the backend and device)."""
+        if self.precision is None:
+            return self.backend == "torch" and self.device == "cuda"
+        return self.precision == "fp16"
 
 
 class Secondary(StrictModel):

@@ -331,7 +331,7 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
     if threads is None and primary.workers > 1 and primary.backend == "onnxruntime":
         threads = 1  # one per call, as many calls as workers (torch threads are per process)
     detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
-                                     threads=threads, score_threshold=floor,
+                                     threads=threads, half=primary.half, score_threshold=floor,
                                      verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
                                      trust_threshold=primary.trust_threshold, refine_boxes=primary.refine_boxes)
     classifier = None
@@ -339,7 +339,7 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
         # torch threads are per process: only ONNX Runtime sessions get their own thread count
         threads = secondary.threads if primary.backend == "onnxruntime" else primary.threads
         classifier = loading.load_classifier(names["classifier"], backend=primary.backend, device=primary.device,
-                                             threads=threads)
+                                             threads=threads, half=primary.half)
     return detector, classifier
 
 
