@@ -12,6 +12,8 @@ from torch import nn
 from gesturekit.errors import GesturekitError
 from gesturekit.models.metadata import check_metadata
 
+MAX_CUDA_GRAPHS = 32
+"""Graphs a backend keeps; inputs of further shapes (a folder of images of many sizes) run eagerly."""
 _CUDA_LOCK = threading.Lock()
 """Serialises the CUDA graph work of every backend: a capture must not see other threads' launches."""
 
@@ -36,7 +38,8 @@ class TorchBackend:
         device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
         half: FP16 weights and inputs (CUDA only); outputs are still float32.
         cuda_graphs: replay a CUDA graph captured per input shape (batches padded to a power of
-            two) instead of launching the model's kernels one by one; ``None``: on CUDA. A small
+            two, at most ``MAX_CUDA_GRAPHS`` shapes) instead of launching the model's kernels one by one;
+            ``None``: on CUDA. A small
             model's eager call is launch-bound: the detector took 4-6 ms on an H200 at batch 1 or 4
             (benchmarks/results/cascade_gpu.json).
     """
@@ -59,12 +62,12 @@ class TorchBackend:
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Args: batch float32 [B,3,H,W]. Returns float32 outputs in ONNX order."""
         images = torch.from_numpy(np.ascontiguousarray(batch))
-        if not self.cuda_graphs:
+        size = len(images)
+        shape = (padded_batch_size(size), *images.shape[1:])
+        if not self.cuda_graphs or (shape not in self._graphs and len(self._graphs) >= MAX_CUDA_GRAPHS):
             with torch.inference_mode():
                 out = self._forward(images.to(self.device, self.dtype))
             return [o.float().cpu().numpy() for o in out]
-        size = len(images)
-        shape = (padded_batch_size(size), *images.shape[1:])
         with _CUDA_LOCK:
             captured = self._graphs.get(shape) or self._capture(shape)
             captured.inputs[:size].copy_(images)
