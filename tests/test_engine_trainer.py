@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from gesturekit.config.specs import Training
 from gesturekit.engine.checkpoint import load_checkpoint
 from gesturekit.engine.distributed import RuntimeContext, cleanup, init_runtime, make_loader
-from gesturekit.engine.trainer import fit
+from gesturekit.engine.trainer import fit, weight_average
 from gesturekit.errors import GesturekitError
 
 
@@ -155,6 +155,19 @@ def test_fit_with_ema_saves_validates_and_resumes_the_average(tmp_path: Path) ->
     for key in ("model", "trained_model"):
         for name, tensor in last[key].items():
             torch.testing.assert_close(resumed[key][name], tensor, msg=f"{key}.{name}")
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_weight_average_decay_ramps_up_with_warmup(warmup: bool) -> None:
+    model = nn.Linear(1, 1, bias=False)
+    average = weight_average(model, 0.9, warmup)
+    expected = None
+    for n, value in enumerate([1.0, 2.0, 4.0, 8.0, 16.0]):
+        model.weight.data.fill_(value)
+        average.update_parameters(model)
+        decay = min(0.9, (1 + n) / (10 + n)) if warmup else 0.9
+        expected = value if expected is None else decay * expected + (1 - decay) * value  # the first update copies
+        assert average.module.weight.item() == pytest.approx(expected)
 
 
 def test_fit_requires_metric_key(tmp_path: Path) -> None:

@@ -71,6 +71,9 @@ class Training(StrictModel):
     """Keep an exponential moving average of the weights, updated every iteration with this decay
     (timm's ModelEma; e.g. 0.998): validation, ``best.pt`` and ``last.pt``'s ``model`` use it.
     ``None``: the trained weights."""
+    ema_warmup: bool = True
+    """Ramp the average's decay up, as timm's ModelEma warm-up: update ``n`` uses
+    ``min(ema_decay, (1 + n) / (10 + n))``, so the first weights do not weigh on a short run's average."""
 
 
 class ColorJitter(StrictModel):

@@ -69,12 +69,21 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
+def weight_average(model: nn.Module, decay: float | None, warmup: bool = False) -> AveragedModel | None:
     """An exponential moving average of ``model``'s parameters and buffers (BatchNorm statistics
-    too), ``avg = decay * avg + (1 - decay) * w`` per ``update_parameters``; None without a decay."""
+    too), ``avg = d * avg + (1 - d) * w`` per ``update_parameters`` after the first (which copies
+    ``w``); ``d`` is ``decay``, or with ``warmup`` ``min(decay, (1 + n) / (10 + n))`` at update
+    ``n``. None without a decay."""
     if decay is None:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if not warmup:
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        step = int(updates)
+        get_ema_multi_avg_fn(min(decay, (1 + step) / (10 + step)))(averaged, current, updates)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def _resume(path: Path, model: nn.Module, optimizer: Optimizer, scheduler: Any,
@@ -85,9 +94,9 @@ def _resume(path: Path, model: nn.Module, optimizer: Optimizer, scheduler: Any,
         raise GesturekitError(f"{path}: checkpoint has no {missing[0]!r} (not a gesturekit training checkpoint)")
     try:
         model.load_state_dict(state.get("trained_model", state["model"]))
-        if average is not None:  # a checkpoint without an average starts it from its weights
-            average.module.load_state_dict(state["model"])
-            average.n_averaged.fill_(1)
+        if average is not None:  # the average goes on from its update count (one per iteration);
+            average.module.load_state_dict(state["model"])  # a checkpoint without one starts it anew
+            average.n_averaged.fill_(int(state["global_step"]) if "trained_model" in state else 1)
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise GesturekitError(f"{path}: checkpoint does not match this model ({str(exc).splitlines()[0]}); "
@@ -157,7 +166,7 @@ def fit(
     scheduler = build_scheduler(optimizer, spec.learning_rate, spec.epochs * iters_per_epoch)
     use_scaler = autocast_dtype(spec.precision, ctx.device) == torch.float16
     scaler = torch.amp.GradScaler(ctx.device.type) if use_scaler else None
-    average = weight_average(bare, spec.ema_decay)
+    average = weight_average(bare, spec.ema_decay, spec.ema_warmup)
     evaluated = average.module if average is not None else bare  # what is validated and saved as "model"
 
     progress = ProgressBar(enabled=ctx.is_main)
@@ -266,6 +275,7 @@ def fit(
         "best_metric": best_metric,
         "best_epoch": best_epoch,
         "ema_decay": spec.ema_decay,
+        "ema_warmup": spec.ema_warmup if spec.ema_decay is not None else None,
     }
     if average is not None:
         bare.load_state_dict(average.module.state_dict())

@@ -206,7 +206,8 @@ def _training_rows(summary: dict[str, Any], spec: dict[str, Any]) -> list[tuple[
     if "optimizer" in summary:
         rows.append(("Optimizer", str(summary["optimizer"])))
     if summary.get("ema_decay") is not None:
-        rows.append(("Weights", f"moving average, decay {summary['ema_decay']} per iteration"))
+        warmup = " (ramped up from the first iterations)" if summary.get("ema_warmup") else ""
+        rows.append(("Weights", f"moving average, decay {summary['ema_decay']} per iteration{warmup}"))
     dataset = spec.get("dataset") or {}
     for split in ("train", "val"):
         if dataset.get(split):
