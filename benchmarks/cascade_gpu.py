@@ -7,7 +7,8 @@ Run on the GPU machine (``JOBS=cascade bash benchmarks/gpu/device_job.sh``); sav
    detector + hand verifier -> classifier -> tracker -> JSON Lines), the torch backend on ``cuda``
    in FP16 (the default there) and FP32 with CUDA graphs (the default), and FP16 without them, on
    ``asl_hand.25fps.mp4`` and its 640x480 copy: the median of ``--repeats`` runs, models loaded
-   before the clock starts.
+   before the clock starts. The first run of a configuration also captures its CUDA graphs (about
+   a second each), so keep ``--repeats`` at 3 or more for the median to leave that run out.
 2. Same outputs: each CUDA run's JSON Lines against the torch FP32 run on the CPU (the same weights,
    the CPU path the tests check against ONNX Runtime): per frame, each reference hand's best-IoU
    hand of the CUDA run; hands matched at IoU >= 0.5, gestures equal, the largest score difference.
