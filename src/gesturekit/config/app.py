@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gesturekit.config.base import StrictModel, load_spec
 
@@ -67,6 +67,12 @@ class Primary(StrictModel):
     """Which candidates the verifier's box head moves: those it rescored, also the trusted ones (a
     crop each: better boxes on HaGRID, 15-23% fewer frames per second on video), or none."""
 
+    @model_validator(mode="after")
+    def _fp16_runs_on_cuda(self) -> Primary:
+        if self.precision == "fp16" and (self.backend, self.device) != ("torch", "cuda"):
+            raise ValueError(f"precision fp16 needs the torch backend on cuda (got {self.backend} on {self.device}; "
+                             "an ONNX file carries its own precision)")
+        return self
 
     @property
     def half(self) -> bool:
