@@ -1,0 +1,103 @@
+"""Which hands the shipped detector misses: recall by where a hand lies and by its size.
+
+For each test set, every ground-truth hand gets the best score of the detections overlapping it at
+IoU >= 0.5 (0 if none). Hands are grouped by whether the box touches the frame border (within
+``--edge-px``: a hand cut by the frame, such as the camera wearer's own hands at the bottom of an
+EgoHands frame) and by box height; per group the script gives the hands, and the recall at the
+app's score threshold and at the detector's floor. Saves ``benchmarks/results/detector_misses.json``.
+
+    python benchmarks/detector_misses.py [--detector hand-detector] [--verifier hand-verifier]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gesturekit.boxes import box_iou
+from gesturekit.data.formats.kitti import read_kitti_dataset
+from gesturekit.evaluation.detection import detect_annotations
+from gesturekit.io import atomic_write_json
+from gesturekit.runtime.loading import load_detector
+
+REPO = Path(__file__).resolve().parents[1]
+MATCH_IOU = 0.5
+HEIGHT_BINS = ((0, 32), (32, 96), (96, float("inf")))
+
+
+def best_scores(pred: dict[str, np.ndarray], gt: dict[str, np.ndarray]) -> np.ndarray:
+    """Per ground-truth box, the best score of the predictions overlapping it at IoU >= ``MATCH_IOU``."""
+    if len(pred["boxes"]) == 0:
+        return np.zeros(len(gt["boxes"]))
+    iou = box_iou(gt["boxes"].astype(np.float64), pred["boxes"].astype(np.float64))
+    return np.where(iou >= MATCH_IOU, pred["scores"][None, :], 0.0).max(1, initial=0.0)
+
+
+def recall(scores: np.ndarray, thresholds: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"hands": int(len(scores))}
+    for name, threshold in thresholds.items():
+        out[f"recall_{name}"] = round(float((scores >= threshold).mean()), 4) if len(scores) else None
+    return out
+
+
+def dataset_misses(root: Path, split: str, detector: Any, edge_px: float, thresholds: dict[str, float]) -> dict[str, Any]:
+    annotations = read_kitti_dataset(root, split)
+    preds, gts = detect_annotations(detector, annotations, detector.classes, {}, description=root.name)
+    scores, edge, heights = [], [], []
+    for ann, pred, gt in zip(annotations, preds, gts):
+        width, height = ann.width, ann.height
+        boxes = gt["boxes"]
+        scores.append(best_scores(pred, gt))
+        edge.append((boxes[:, 0] <= edge_px) | (boxes[:, 1] <= edge_px)
+                    | (boxes[:, 2] >= width - edge_px) | (boxes[:, 3] >= height - edge_px))
+        heights.append(boxes[:, 3] - boxes[:, 1])
+    score, at_edge, height = np.concatenate(scores), np.concatenate(edge), np.concatenate(heights)
+    missed = score < thresholds["app"]
+    return {
+        "images": len(annotations),
+        "all": recall(score, thresholds),
+        "touching_the_frame_border": recall(score[at_edge], thresholds),
+        "inside_the_frame": recall(score[~at_edge], thresholds),
+        "by_box_height_px": {f"{lo:g}-{hi:g}": recall(score[(height >= lo) & (height < hi)], thresholds)
+                             for lo, hi in HEIGHT_BINS},
+        "missed_at_app_threshold": {"hands": int(missed.sum()), "touching_the_frame_border": int((missed & at_edge).sum())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--detector", default="hand-detector")
+    parser.add_argument("--verifier", default=None, help="a hand verifier as the detector's second stage (default: none)")
+    parser.add_argument("--datasets", type=Path, nargs="+",
+                        default=[REPO / "work" / name for name in ("egohands", "hagrid_hand", "hands_yolo")])
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="the app's threshold")
+    parser.add_argument("--floor", type=float, default=0.05, help="the lowest score the detector keeps")
+    parser.add_argument("--edge-px", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detector_misses.json")
+    args = parser.parse_args()
+
+    detector = load_detector(args.detector, score_threshold=args.floor, verifier=args.verifier)
+    thresholds = {"app": args.score_threshold, "floor": args.floor}
+    result = {
+        "detector": args.detector, "verifier": args.verifier, "match_iou": MATCH_IOU, "thresholds": thresholds,
+        "edge_px": args.edge_px,
+        "datasets": {f"{root.name}_{args.split}": dataset_misses(root, args.split, detector, args.edge_px, thresholds)
+                     for root in args.datasets},
+        "command": " ".join(["python3", *sys.argv]),
+    }
+    atomic_write_json(args.out, result)
+    for name, r in result["datasets"].items():
+        print(f"{name}: {r['all']['hands']} hands, recall {r['all']['recall_app']} at {args.score_threshold}; "
+              f"touching the border {r['touching_the_frame_border']['hands']} hands, recall "
+              f"{r['touching_the_frame_border']['recall_app']}; inside {r['inside_the_frame']['hands']}, "
+              f"{r['inside_the_frame']['recall_app']}; missed {r['missed_at_app_threshold']}")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
