@@ -76,10 +76,9 @@ class Primary(StrictModel):
 
     @property
     def half(self) -> bool:
-        """Whether the models run in FP16 (``precision``, or its default for the backend and device)."""
-        if self.precision is None:
-            return self.backend == "torch" and self.device == "cuda"
-        return self.precision == "fp16"
+        """Whether the models run in FP16: ``precision``, or its default, fp16 for torch on CUDA."""
+        on_cuda_torch = (self.backend, self.device) == ("torch", "cuda")
+        return self.precision == "fp16" or (self.precision is None and on_cuda_torch)
 
 
 class Secondary(StrictModel):

@@ -38,10 +38,9 @@ class TorchBackend:
         device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
         half: FP16 weights and inputs (CUDA only); outputs are still float32.
         cuda_graphs: replay a CUDA graph captured per input shape (batches padded to a power of
-            two, at most ``MAX_CUDA_GRAPHS`` shapes) instead of launching the model's kernels one by one;
-            ``None``: on CUDA. A small
-            model's eager call is launch-bound: the detector took 4-6 ms on an H200 at batch 1 or 4
-            (benchmarks/results/cascade_gpu.json).
+            two, at most ``MAX_CUDA_GRAPHS`` shapes) instead of launching the model's kernels one by
+            one; ``None``: on CUDA. A small model's eager call is launch-bound: the detector took
+            4-6 ms on an H200 at batch 1 or 4 (benchmarks/results/cascade_gpu.json).
     """
 
     def __init__(self, model: nn.Module, device: str = "cpu", half: bool = False,
@@ -62,12 +61,17 @@ class TorchBackend:
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Args: batch float32 [B,3,H,W]. Returns float32 outputs in ONNX order."""
         images = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.cuda_graphs:
+            shape = (padded_batch_size(len(images)), *images.shape[1:])
+            if shape in self._graphs or len(self._graphs) < MAX_CUDA_GRAPHS:
+                return self._replay(images, shape)
+        with torch.inference_mode():
+            out = self._forward(images.to(self.device, self.dtype))
+        return [o.float().cpu().numpy() for o in out]
+
+    def _replay(self, images: torch.Tensor, shape: tuple[int, ...]) -> list[np.ndarray]:
+        """``images`` through the graph captured for ``shape`` (captured first if need be)."""
         size = len(images)
-        shape = (padded_batch_size(size), *images.shape[1:])
-        if not self.cuda_graphs or (shape not in self._graphs and len(self._graphs) >= MAX_CUDA_GRAPHS):
-            with torch.inference_mode():
-                out = self._forward(images.to(self.device, self.dtype))
-            return [o.float().cpu().numpy() for o in out]
         with _CUDA_LOCK:
             captured = self._graphs.get(shape) or self._capture(shape)
             captured.inputs[:size].copy_(images)
