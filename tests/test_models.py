@@ -9,6 +9,7 @@ from gesturekit.errors import GesturekitError
 from gesturekit.models import create_model
 from gesturekit.models import pretrained as pt
 from gesturekit.models.backbones import build_backbone
+from gesturekit.models.detector import DetectNetV2
 from gesturekit.models.postprocess import postprocess
 
 
@@ -85,6 +86,25 @@ def test_positive_radius_widens_small_boxes_only() -> None:
     (small_default, large_default), (small_wide, large_wide) = counts
     assert small_wide >= 4 * small_default  # 3x3 cells or more instead of one or two
     assert large_wide == large_default  # a quarter of a 240 px box is already wider than 1.5 strides
+
+
+@pytest.mark.parametrize("box", [[60.0, 57.0, 121.0, 64.0], [100.0, 100.0, 106.0, 103.0], [30.0, 20.0, 44.0, 90.0]])
+def test_positive_cells_lie_inside_their_box(box: list[float]) -> None:
+    """A sliver 7 px tall gets the cells of its own row only, a 6x3 px box the cell holding its centre;
+    without the rule the rows above and below a thin box are positive too, centred outside it."""
+    gt, owned, stride = torch.tensor([[box]]), torch.ones(1, 1, dtype=torch.bool), 8
+    centres = DetectNetV2._cell_centres(stride, 32, 32, gt.device)
+    x1, y1, x2, y2 = box
+    for inside_rule in (True, False):
+        model = create_model("detectnet_v2", pretrained=False, positive_radius=1.5, positives_inside_box=inside_rule)
+        cells = centres[model._assign(stride, 32, 32, gt, owned)[0] == 0]
+        outside = ~((cells[:, 0] > x1) & (cells[:, 0] < x2) & (cells[:, 1] > y1) & (cells[:, 1] < y2))
+        off_centre = (cells - torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2])).abs().max(1).values > stride / 2
+        assert len(cells) >= 1
+        if inside_rule:
+            assert not (outside & off_centre).any()
+        else:
+            assert (outside & off_centre).any() == (y2 - y1 < 2 * 1.5 * stride or x2 - x1 < 2 * 1.5 * stride)
 
 
 def test_context_stride_32_feeds_the_last_backbone_stage_to_the_stride_8_head() -> None:

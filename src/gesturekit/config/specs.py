@@ -166,6 +166,12 @@ class DetectorModel(StrictModel):
     """Training targets: a cell is positive for a box when its centre lies within a quarter of the
     box size of the box centre, and at least this many strides (0.5, the least, gives every box a
     cell; 1.5 gives small hands 3x3 cells instead of one or two)."""
+    positives_inside_box: bool = False
+    """Training targets: a positive cell's centre must also lie inside its box (as in FCOS), or be the
+    cell holding the box centre. Cells centred outside a box cannot regress it; without the rule, a hand
+    less than ``2 * positive_radius`` strides tall (a sliver cut by the frame) is learnt from cells above
+    and below it, whose boxes reach out to their own centres. Off by default: in paired GPU runs it did
+    not raise test AP (``benchmarks/results/experiments/hand_detector_v4.json``)."""
     coverage_loss: CoverageLoss = "focal"
     """``focal``: positive cells' coverage is trained towards 1. ``quality_focal`` (GFL): towards the
     IoU of the cell's predicted box with its hand, so scores also rank boxes by fit (scores run

@@ -76,6 +76,10 @@ class DetectNetV2(nn.Module):
         class_weights: per-class weight of the coverage loss.
         positive_radius: smallest half-size, in strides, of the region of positive cells around a
             box centre (``_assign``); larger gives small boxes more positive cells.
+        positives_inside_box: a positive cell's centre must also lie inside its box (FCOS), or be the
+            cell holding the box centre. A cell centred outside a box cannot regress it (the distances
+            to the edges are positive), so without this rule the cells above and below a hand under
+            ``2 * positive_radius`` strides tall learn boxes that reach out to their own centres.
         coverage_loss: ``focal`` trains each positive cell's coverage towards 1; ``quality_focal``
             towards the IoU of the cell's box with its ground truth, so that the score ranks boxes by
             how well they fit as well as by how sure the model is of a hand.
@@ -91,6 +95,7 @@ class DetectNetV2(nn.Module):
         class_weights: list[float] | None = None,
         postprocessing: dict[str, Any] | None = None,
         positive_radius: float = 0.5,
+        positives_inside_box: bool = False,
         context_stride: int | None = None,
         coverage_loss: CoverageLoss = "focal",
     ) -> None:
@@ -103,6 +108,7 @@ class DetectNetV2(nn.Module):
         self.heads = nn.ModuleDict({str(s): DenseHead(head_channels, num_classes) for s in self.strides})
         self.register_buffer("class_weights", torch.tensor(class_weights or [1.0] * num_classes), persistent=False)
         self.positive_radius = positive_radius
+        self.positives_inside_box = positives_inside_box
         if coverage_loss not in get_args(CoverageLoss):
             raise ValueError(f"coverage_loss must be one of {get_args(CoverageLoss)}, got {coverage_loss!r}")
         self.coverage_loss = coverage_loss
@@ -217,7 +223,8 @@ class DetectNetV2(nn.Module):
         """Index of the ground-truth box each cell regresses, -1 for background.
 
         A cell is positive for a box when its centre lies within a quarter of the box size (at
-        least ``positive_radius`` strides) of the box centre; overlaps go to the smallest box.
+        least ``positive_radius`` strides) of the box centre and, with ``positives_inside_box``,
+        inside the box or in the cell holding the box centre; overlaps go to the smallest box.
 
         Args:
             gt: [B,G,4] boxes (padding rows are not ``owned``); owned: [B,G] boxes of this level.
@@ -225,13 +232,18 @@ class DetectNetV2(nn.Module):
             [B,h*w] box index per cell.
         """
         centres = self._cell_centres(stride, h, w, gt.device)  # [P,2]
-        bw, bh = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]  # [B,G]
-        bcx, bcy = (gt[..., 0] + gt[..., 2]) / 2, (gt[..., 1] + gt[..., 3]) / 2
-        rx = torch.clamp(0.25 * bw, min=self.positive_radius * stride)[:, None, :]
-        ry = torch.clamp(0.25 * bh, min=self.positive_radius * stride)[:, None, :]
-        inside = ((centres[None, :, None, 0] - bcx[:, None, :]).abs() <= rx) & \
-                 ((centres[None, :, None, 1] - bcy[:, None, :]).abs() <= ry) & owned[:, None, :]  # [B,P,G]
-        area = torch.where(inside, (bw * bh)[:, None, :], torch.full_like(inside, float("inf"), dtype=gt.dtype))
+        cx, cy = centres[None, :, None, 0], centres[None, :, None, 1]  # [1,P,1]
+        x1, y1, x2, y2 = (gt[:, None, :, i] for i in range(4))  # [B,1,G]
+        bw, bh = x2 - x1, y2 - y1
+        dx, dy = (cx - (x1 + x2) / 2).abs(), (cy - (y1 + y2) / 2).abs()
+        rx = torch.clamp(0.25 * bw, min=self.positive_radius * stride)
+        ry = torch.clamp(0.25 * bh, min=self.positive_radius * stride)
+        inside = (dx <= rx) & (dy <= ry) & owned[:, None, :]  # [B,P,G]
+        if self.positives_inside_box:
+            in_box = (cx > x1) & (cx < x2) & (cy > y1) & (cy < y2)
+            holds_centre = (dx <= stride / 2) & (dy <= stride / 2)
+            inside &= in_box | holds_centre
+        area = torch.where(inside, bw * bh, torch.full_like(inside, float("inf"), dtype=gt.dtype))
         min_area, index = area.min(-1)
         return torch.where(torch.isfinite(min_area), index, torch.full_like(index, -1))
 

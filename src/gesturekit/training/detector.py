@@ -28,6 +28,7 @@ def detector_arch_kwargs(spec: DetectorSpec) -> dict[str, Any]:
         "strides": list(spec.model.strides),
         "context_stride": spec.model.context_stride,
         "positive_radius": spec.model.positive_radius,
+        "positives_inside_box": spec.model.positives_inside_box,
         "coverage_loss": spec.model.coverage_loss,
         "class_weights": [spec.class_weights.get(c, 1.0) for c in classes],
         "postprocessing": postprocessing_from_spec(spec.postprocessing),
