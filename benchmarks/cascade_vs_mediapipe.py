@@ -181,11 +181,12 @@ class Gesturekit:
     def __init__(self, score_threshold: float | None = None, detector: str | None = None,
                  classifier: str | None = None, verifier: str | None = None, verify: bool = True,
                  refine_boxes: str = "doubtful", backend: str = "onnxruntime", device: str = "cpu",
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, verifier_weight: float | None = None) -> None:
         primary: dict = {"detector": detector, "verifier": verifier, "verify": verify, "refine_boxes": refine_boxes,
                          "backend": backend, "device": device, "precision": precision}
-        if score_threshold is not None:
-            primary["score_threshold"] = score_threshold
+        for key, value in (("score_threshold", score_threshold), ("verifier_weight", verifier_weight)):
+            if value is not None:
+                primary[key] = value
         self.config = AppConfig.model_validate({"primary": primary, "secondary": {"classifier": classifier}})
         self.models = model_names(self.config)
         self.detector, self.classifier = load_models(self.config)

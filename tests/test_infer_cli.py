@@ -51,7 +51,7 @@ def test_infer_video_writes_jsonl_and_annotated_video(tmp_path: Path, cli: tuple
     assert calls == [
         {"detector": "hand-detector-pruned-int8", "backend": "onnxruntime", "device": "cpu", "threads": 2,
          "half": False, "score_threshold": 0.2, "verifier": "hand-verifier", "candidate_threshold": 0.1,
-         "trust_threshold": 0.6, "refine_boxes": "doubtful"},
+         "trust_threshold": 0.6, "verifier_weight": 0.3, "refine_boxes": "doubtful"},
         {"classifier": "gesture-classifier-int8", "backend": "onnxruntime", "device": "cpu", "threads": 1,
          "half": False},
     ]  # the CPU runtime's defaults, pruned INT8 detector + verifier + INT8 classifier; the classifier keeps its
@@ -72,7 +72,7 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
     a, b = write_video(tmp_path / "a.mp4", 6), write_video(tmp_path / "b.mp4", 9)
     config = tmp_path / "app.yaml"
     config.write_text(f"sources: [{a}]\nprimary:\n  detector: my-det.onnx\n  score_threshold: 0.25\n"
-                      "  candidate_threshold: 0.15\nsecondary:\n  min_crop_size: 200\n")
+                      "  candidate_threshold: 0.15\n  verifier_weight: 0.5\nsecondary:\n  min_crop_size: 200\n")
     result = CliRunner().invoke(app, [
         "infer", str(a), str(b), "--config", str(config), "--no-classifier", "--backend", "torch",
         "--verifier", "my-verifier.pt", "--refine-boxes", "all",
@@ -82,7 +82,7 @@ def test_infer_options_and_config_override(tmp_path: Path, cli: tuple) -> None:
     assert result.output == ""
     assert calls == [{"detector": "my-det.onnx", "backend": "torch", "device": "cpu", "threads": None,
                       "half": False, "score_threshold": 0.25, "verifier": "my-verifier.pt", "candidate_threshold": 0.15,
-                      "trust_threshold": 0.6, "refine_boxes": "all"}]  # no classifier: nothing to confirm
+                      "trust_threshold": 0.6, "verifier_weight": 0.5, "refine_boxes": "all"}]  # no classifier: nothing to confirm
     for i in range(2):
         lines = read_predictions(tmp_path / "out" / f"p.{i}.jsonl")
         assert [r["frame"] for r in lines] == list(range(5))

@@ -96,6 +96,21 @@ def test_detector_with_verifier_thresholds_the_new_scores(hagrid_frames) -> None
     assert dropped != 0  # the verifier changed which boxes pass 0.3 on these frames
 
 
+def test_verifier_weight_reaches_the_rescoring(hagrid_frames) -> None:
+    plain = load_detector(DETECTOR, score_threshold=0.1)
+    heavy = load_detector(DETECTOR, score_threshold=0.0, verifier=VERIFIER, verifier_weight=0.6)
+    assert heavy.verifier is not None and heavy.verifier.weight == 0.6
+    light = HandVerifier(load_classifier(VERIFIER), weight=0.3)
+    changed = 0
+    for frame in hagrid_frames:
+        found = plain([frame])[0]
+        expected = HandVerifier(heavy.verifier.classifier, weight=0.6)(frame, found)
+        got = heavy([frame])[0]
+        assert {(d.bbox, round(d.score, 6)) for d in got} <= {(d.bbox, round(d.score, 6)) for d in expected}
+        changed += len({round(d.score, 6) for d in expected} - {round(d.score, 6) for d in light(frame, found)})
+    assert changed >= 1  # the doubtful candidates' scores follow the weight
+
+
 def test_verifier_needs_a_hand_class() -> None:
     with pytest.raises(GesturekitError, match="no 'hand' class"):
         HandVerifier(load_classifier("gesture-classifier-int8"))

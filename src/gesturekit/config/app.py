@@ -63,6 +63,12 @@ class Primary(StrictModel):
     """The lowest detector score the verifier is asked about."""
     trust_threshold: Fraction = 0.6
     """Detector scores this high or higher keep their score without asking the verifier."""
+    verifier_weight: Fraction = 0.3
+    """The verifier's share of a rescored candidate's score, ``detector ** (1 - w) * p_hand ** w``.
+    Higher finds more of HaGRID's low-scored hands and lets through more false positives: of the
+    HaGRID test hands the app gets 0.873 / 0.896 / 0.902 right at 0.3 / 0.5 / 0.7, with 0.20 / 0.33
+    / 0.38 detections an image matching no hand (benchmarks/results/experiments/verifier_weight.json),
+    about what a lower ``score_threshold`` trades."""
     refine_boxes: RefineBoxes = "doubtful"
     """Which candidates the verifier's box head moves: those it rescored, also the trusted ones (a
     crop each: better boxes on HaGRID, 15-23% fewer frames per second on video), or none."""

@@ -333,7 +333,8 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
     detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
                                      threads=threads, half=primary.half, score_threshold=floor,
                                      verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
-                                     trust_threshold=primary.trust_threshold, refine_boxes=primary.refine_boxes)
+                                     trust_threshold=primary.trust_threshold, verifier_weight=primary.verifier_weight,
+                                     refine_boxes=primary.refine_boxes)
     classifier = None
     if names["classifier"] is not None:
         # torch threads are per process: only ONNX Runtime sessions get their own thread count

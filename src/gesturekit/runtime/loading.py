@@ -101,17 +101,18 @@ def load_detector(
     verifier: str | Path | None = None,
     candidate_threshold: float = 0.1,
     trust_threshold: float = 0.6,
+    verifier_weight: float = 0.3,
     refine_boxes: RefineBoxes = "doubtful",
 ) -> HandDetector:
     """A ``HandDetector`` (arguments as ``load_backend``; ``score_threshold`` overrides the model's),
     with ``verifier`` (a hand-vs-background classifier, loaded like the detector) as its second
     stage when given: the detector's candidates scoring from ``candidate_threshold`` to under
-    ``trust_threshold`` are rescored, and those ``refine_boxes`` names moved by its box head
-    (``runtime.verifier.HandVerifier``)."""
+    ``trust_threshold`` are rescored (``verifier_weight``: its share of the new score), and those
+    ``refine_boxes`` names moved by its box head (``runtime.verifier.HandVerifier``)."""
     second = None
     if verifier is not None:
         second = HandVerifier(load_classifier(verifier, backend, device, threads, half), candidate_threshold,
-                              trust_threshold, refine_boxes=refine_boxes)
+                              trust_threshold, verifier_weight, refine_boxes)
     return HandDetector(load_backend(name_or_path, backend, device, threads, half), score_threshold, second)
 
 
