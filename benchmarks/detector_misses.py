@@ -22,7 +22,7 @@ from gesturekit.boxes import box_iou
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.evaluation.detection import detect_annotations
 from gesturekit.io import atomic_write_json
-from gesturekit.runtime.loading import load_detector
+from gesturekit.runtime.loading import backend_for, load_detector
 
 REPO = Path(__file__).resolve().parents[1]
 MATCH_IOU = 0.5
@@ -70,7 +70,7 @@ def dataset_misses(root: Path, split: str, detector: Any, edge_px: float, thresh
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--detector", default="hand-detector")
+    parser.add_argument("--detector", default="hand-detector", help="a zoo name or model file (.pt: torch backend)")
     parser.add_argument("--verifier", default=None, help="a hand verifier as the detector's second stage (default: none)")
     parser.add_argument("--datasets", type=Path, nargs="+",
                         default=[REPO / "work" / name for name in ("egohands", "hagrid_hand", "hands_yolo")])
@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detector_misses.json")
     args = parser.parse_args()
 
-    detector = load_detector(args.detector, score_threshold=args.floor, verifier=args.verifier)
+    detector = load_detector(args.detector, backend_for(args.detector, None), score_threshold=args.floor,
+                             verifier=args.verifier)
     thresholds = {"app": args.score_threshold, "floor": args.floor}
     result = {
         "detector": args.detector, "verifier": args.verifier, "match_iou": MATCH_IOU, "thresholds": thresholds,
