@@ -1,4 +1,4 @@
-"""``gesturekit models``: list the model zoo and print model cards."""
+"""``gesturekit models``: list the model zoo, print model cards, package and average models."""
 
 from pathlib import Path
 from typing import Annotated, Optional
@@ -76,3 +76,25 @@ def package(
     training = json.loads(summary.read_text()) if summary.is_file() else None
     parity = package_model(checkpoint, output, spec, training)
     typer.echo(f"wrote {output} (ONNX parity: " + ", ".join(f"{k} {v:.2g}" for k, v in parity.items()) + ")")
+
+
+@app.command()
+def average(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Two or more checkpoints of one architecture, e.g. a "
+                                                      "fine-tuned run's last.pt and the model it started from.",
+                                                      show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The averaged checkpoint to write.",
+                                         show_default=False)],
+    weight: Annotated[Optional[list[float]], typer.Option(
+        "--weight", "-w", help="One per checkpoint, in order (default: equal); normalised to sum 1.",
+        show_default=False)] = None,
+) -> None:
+    """Average the weights of fine-tuned models (a model soup); the result packages, exports and evaluates
+    like any checkpoint."""
+    from gesturekit.engine.checkpoint import save_checkpoint
+    from gesturekit.optimize.average import average_checkpoints
+
+    state = average_checkpoints(checkpoints, weight)
+    save_checkpoint(output, state)
+    shares = state["metadata"]["weight_average"]["weights"]
+    typer.echo(f"wrote {output}: " + " + ".join(f"{s:g} x {p}" for s, p in zip(shares, checkpoints)))

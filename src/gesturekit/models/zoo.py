@@ -263,6 +263,10 @@ def model_card(name: str) -> str:
 
     summary = _read_json(path / SUMMARY) or dict(meta.get("training") or {})
     training = _training_rows(summary, _read_yaml(path / SPEC))
+    if meta.get("weight_average"):
+        average = meta["weight_average"]
+        training.append(("Weights", "average of " + ", ".join(
+            f"`{file}` ({share:g})" for file, share in zip(average["checkpoints"], average["weights"]))))
     if training:
         lines += ["## Training", "", *_table(training, ("Setting", "Value")), ""]
     if meta["task"] == "detection":
