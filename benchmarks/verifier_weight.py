@@ -33,6 +33,8 @@ from gesturekit.runtime.loading import load_detector
 
 def cascade_accuracy(gk: Gesturekit, annotations: list[Any], raw_labels: list[str], folder: Path,
                      out: Path) -> dict[str, Any]:
+    """The cascade's gesture accuracy on the images of ``folder`` (all hands and gesture hands), scored as
+    ``cascade_vs_mediapipe.py`` scores it."""
     gk.run([str(folder)], out)
     scored = score_gesturekit(annotations, {r["image"]: r["detections"] for r in read_predictions(out)})
     gesture_rows = [row for row, raw in zip(scored["rows"], raw_labels) if raw != "no_gesture"]
@@ -49,7 +51,8 @@ def main() -> None:
     parser.add_argument("--hagrid", type=Path, default=DATA / "hagrid", help="HaGRID's own annotations")
     parser.add_argument("--detection-datasets", type=Path, nargs="+",
                         default=[REPO / "work" / name for name in ("egohands", "hagrid_hand", "hands_yolo")])
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "experiments" / "verifier_weight.json")
+    parser.add_argument("--out", type=Path,
+                        default=REPO / "benchmarks" / "results" / "experiments" / "verifier_weight.json")
     args = parser.parse_args()
 
     annotations = read_kitti_dataset(args.dataset, "test")

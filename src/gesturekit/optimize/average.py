@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gesturekit.engine.checkpoint import load_checkpoint
 from gesturekit.errors import GesturekitError
 
