@@ -111,6 +111,25 @@ def test_verifier_weight_reaches_the_rescoring(hagrid_frames) -> None:
     assert changed >= 1  # the doubtful candidates' scores follow the weight
 
 
+def test_evaluate_detector_passes_the_verifier_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gesturekit.cli.main import app
+    from gesturekit.evaluation import detection
+    from gesturekit.runtime import loading
+
+    calls: list[dict] = []
+    monkeypatch.setattr(loading, "load_detector", lambda name, backend, **kwargs: calls.append(kwargs) or name)
+    monkeypatch.setattr(detection, "evaluate_detector_on", lambda *args, **kwargs: {})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"dataset: {{train: [{tmp_path}]}}\n")
+    result = CliRunner().invoke(app, ["evaluate", "detector", "-e", str(spec), "-m", "hand-detector", "--verifier",
+                                      VERIFIER, "--verifier-weight", "0.6", "--candidate-threshold", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert calls == [{"score_threshold": 0.0, "verifier": VERIFIER, "candidate_threshold": 0.2,
+                      "verifier_weight": 0.6, "refine_boxes": "doubtful"}]
+
+
 def test_verifier_needs_a_hand_class() -> None:
     with pytest.raises(GesturekitError, match="no 'hand' class"):
         HandVerifier(load_classifier("gesture-classifier-int8"))

@@ -30,6 +30,9 @@ def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, datase
                  "candidate it rescores is kept, however low its new score.", show_default=False)] = None,
              candidate_threshold: Annotated[float, typer.Option(
                  min=0.0, max=1.0, help="With --verifier: the lowest detector score it rescores.")] = 0.1,
+             verifier_weight: Annotated[float, typer.Option(
+                 min=0.0, max=1.0, help="With --verifier: its share of a rescored score, "
+                 "detector^(1-w) * p_hand^w (the app's primary.verifier_weight).")] = 0.3,
              refine_boxes: Annotated[str, typer.Option(
                  help="With --verifier: the boxes its box head moves (doubtful: those it rescores; all: "
                  "every candidate; none).")] = "doubtful") -> None:
@@ -41,7 +44,7 @@ def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, datase
     detector_ = load_detector(model, backend_for(model, backend),
                               score_threshold=0.0 if verifier else cfg.postprocessing.coverage_threshold,
                               verifier=verifier, candidate_threshold=candidate_threshold,
-                              refine_boxes=refine_boxes)  # type: ignore[arg-type]
+                              verifier_weight=verifier_weight, refine_boxes=refine_boxes)  # type: ignore[arg-type]
     results = evaluate_detector_on(detector_, dataset or cfg.evaluation.datasets, split or cfg.evaluation.split,
                                    cfg.dataset.class_map, cfg.evaluation.minimum_width,
                                    cfg.evaluation.minimum_height, cfg.evaluation.kitti_iou_threshold, out)
