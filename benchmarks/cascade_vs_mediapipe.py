@@ -335,6 +335,24 @@ def class_accuracy(rows: list[tuple[str, str]]) -> dict[str, Any]:
             "per_class": {k: f"{r['correct']}/{r['n']}" for k, r in per_class.items()}}
 
 
+def cascade_accuracy(rows: list[tuple[str, str]], raw_labels: list[str]) -> dict[str, Any]:
+    """Accuracy of ``(label, predicted)`` rows over all hands and over the gesture hands (HaGRID's
+    ``raw_labels`` other than ``no_gesture``), per class."""
+    gesture = [row for row, raw in zip(rows, raw_labels) if raw != "no_gesture"]
+    summary = class_accuracy(gesture)
+    return {"all_hands": class_accuracy(rows)["accuracy"], "gesture_hands": summary["accuracy"],
+            "gesture_hands_correct": sum(label == p for label, p in gesture),
+            "gesture_hands_per_class": summary["per_class"]}
+
+
+def image_folder(annotations: Sequence[Any], folder: Path) -> Path:
+    """Make ``folder`` with a link to each annotated image: the cascade's images-folder input."""
+    folder.mkdir()
+    for ann in annotations:
+        (folder / ann.image.name).symlink_to(ann.image.resolve())
+    return folder
+
+
 def _boxes(items: Sequence[Any]) -> np.ndarray:
     return np.array(items, dtype=np.float64).reshape(-1, 4)
 
@@ -373,10 +391,7 @@ def score_gesturekit(annotations: Sequence[Any], preds: dict[str, list[dict[str,
 
 def accuracy(dataset: Path, split: str, args: argparse.Namespace, work: Path, gk: Gesturekit) -> dict[str, Any]:
     annotations = read_kitti_dataset(dataset, split)
-    folder = work / "frames"
-    folder.mkdir()
-    for ann in annotations:
-        (folder / ann.image.name).symlink_to(ann.image.resolve())
+    folder = image_folder(annotations, work / "frames")
     log = gk.run([str(folder)], work / "hagrid.jsonl")
     preds = {r["image"]: r["detections"] for r in read_predictions(work / "hagrid.jsonl")}
     low = Gesturekit(score_threshold=min(SWEEP_THRESHOLDS), detector=gk.config.primary.detector,

@@ -36,15 +36,6 @@ OUT = Path(__file__).parent / "results" / "experiments" / "gesture_classifier_ca
 HELD_OUT_CROPS = cvm.REPO / ".pack" / "cls_crops_test.gkpack"
 
 
-def cascade_accuracy(rows: list[tuple[str, str]], raw_labels: list[str]) -> dict[str, Any]:
-    """Accuracy of ``(label, predicted)`` rows over all hands and over the gesture hands, per class."""
-    gesture = [row for row, raw in zip(rows, raw_labels) if raw != "no_gesture"]
-    summary = cvm.class_accuracy(gesture)
-    return {"all_hands": cvm.class_accuracy(rows)["accuracy"], "gesture_hands": summary["accuracy"],
-            "gesture_hands_correct": sum(label == p for label, p in gesture),
-            "gesture_hands_per_class": summary["per_class"]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", nargs="+", required=True,
@@ -59,10 +50,7 @@ def main() -> None:
                               "gesture_hands": sum(raw != "no_gesture" for raw in raw_labels),
                               "held_out_crops": HELD_OUT_CROPS.name, "candidates": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "frames"
-        folder.mkdir()
-        for ann in annotations:
-            (folder / ann.image.name).symlink_to(ann.image.resolve())
+        folder = cvm.image_folder(annotations, Path(tmp) / "frames")
         for candidate in args.candidates:
             name, _, model = candidate.rpartition("=")
             gk = cvm.Gesturekit(classifier=model)
@@ -71,7 +59,7 @@ def main() -> None:
             scored = cvm.score_gesturekit(annotations, preds)
             crops = evaluate_classifier_on(gk.classifier, [HELD_OUT_CROPS], "test")
             crops = next(iter(crops.values()))
-            entry = {**cascade_accuracy(scored["rows"], raw_labels),
+            entry = {**cvm.cascade_accuracy(scored["rows"], raw_labels),
                      "unmatched_detections_per_image": round(scored["unmatched_detections"] / len(annotations), 3),
                      "held_out_crops_accuracy": round(crops["accuracy"], 4),
                      "held_out_crops_macro_f1": round(crops["macro_f1"], 4)}

@@ -37,10 +37,7 @@ def main() -> None:
     annotations = read_kitti_dataset(args.dataset, "test")
     result: dict = {"dataset": f"{args.dataset.name}/test", "hands": sum(len(a.boxes) for a in annotations)}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "frames"
-        folder.mkdir()
-        for ann in annotations:
-            (folder / ann.image.name).symlink_to(ann.image.resolve())
+        folder = cvm.image_folder(annotations, Path(tmp) / "frames")
         frames = {ann.image: read_rgb(ann.image) for ann in annotations}
         boxes = [box for ann in annotations for box in ann.boxes]
         for pair in ((None, None), ("hand-detector", "gesture-classifier")):

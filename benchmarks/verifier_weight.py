@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cascade_vs_mediapipe import DATA, REPO, Gesturekit, hagrid_labels, score_gesturekit
+from cascade_vs_mediapipe import DATA, REPO, Gesturekit, cascade_accuracy, hagrid_labels, image_folder, score_gesturekit
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.io import atomic_write_json
@@ -31,15 +31,14 @@ from gesturekit.pipeline.predictions import read_predictions
 from gesturekit.runtime.loading import load_detector
 
 
-def cascade_accuracy(gk: Gesturekit, annotations: list[Any], raw_labels: list[str], folder: Path,
-                     out: Path) -> dict[str, Any]:
+def app_accuracy(gk: Gesturekit, annotations: list[Any], raw_labels: list[str], folder: Path,
+                 out: Path) -> dict[str, Any]:
     """The cascade's gesture accuracy on the images of ``folder`` (all hands and gesture hands), scored as
     ``cascade_vs_mediapipe.py`` scores it."""
     gk.run([str(folder)], out)
     scored = score_gesturekit(annotations, {r["image"]: r["detections"] for r in read_predictions(out)})
-    gesture_rows = [row for row, raw in zip(scored["rows"], raw_labels) if raw != "no_gesture"]
-    return {"accuracy_all_hands": round(scored["accuracy"], 4),
-            "accuracy_gesture_hands": round(sum(a == b for a, b in gesture_rows) / len(gesture_rows), 4),
+    accuracy = cascade_accuracy(scored["rows"], raw_labels)
+    return {"accuracy_all_hands": accuracy["all_hands"], "accuracy_gesture_hands": accuracy["gesture_hands"],
             "hands_detected": scored["detected"], "hands": len(scored["rows"]),
             "unmatched_detections_per_image": round(scored["unmatched_detections"] / len(annotations), 3)}
 
@@ -59,13 +58,10 @@ def main() -> None:
     raw_labels = hagrid_labels(annotations, args.hagrid, "test")
     result: dict[str, Any] = {"weights": {}}
     with tempfile.TemporaryDirectory(prefix="gk-vw-") as tmp:
-        folder = Path(tmp) / "frames"
-        folder.mkdir()
-        for ann in annotations:
-            (folder / ann.image.name).symlink_to(ann.image.resolve())
+        folder = image_folder(annotations, Path(tmp) / "frames")
         for weight in args.weights:
             gk = Gesturekit(verifier_weight=weight)
-            app = cascade_accuracy(gk, annotations, raw_labels, folder, Path(tmp) / f"w{weight}.jsonl")
+            app = app_accuracy(gk, annotations, raw_labels, folder, Path(tmp) / f"w{weight}.jsonl")
             primary = gk.config.primary
             detector = load_detector(gk.models["detector"], score_threshold=0.0, verifier=gk.models["verifier"],
                                      candidate_threshold=primary.candidate_threshold,

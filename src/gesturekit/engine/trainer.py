@@ -76,14 +76,13 @@ def weight_average(model: nn.Module, decay: float | None, warmup: bool = False) 
     ``n``. None without a decay."""
     if decay is None:
         return None
-    if not warmup:
-        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-        step = int(updates)
-        get_ema_multi_avg_fn(min(decay, (1 + step) / (10 + step)))(averaged, current, updates)
+        step = int(average.n_averaged)  # the CPU counter (AveragedModel's default device): no GPU sync a step
+        get_ema_multi_avg_fn(min(decay, (1 + step) / (10 + step)) if warmup else decay)(averaged, current, updates)
 
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    average = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    return average
 
 
 def _resume(path: Path, model: nn.Module, optimizer: Optimizer, scheduler: Any,
