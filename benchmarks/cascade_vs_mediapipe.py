@@ -585,7 +585,7 @@ def main() -> None:
     parser.add_argument("--verifier", default=None,
                         help="zoo name or model file of the hand verifier, or none "
                              "(default: the app's, hand-verifier)")
-    parser.add_argument("--refine-boxes", default="doubtful", choices=["doubtful", "all", "none"],
+    parser.add_argument("--refine-boxes", default="doubtful", choices=["doubtful", "small", "all", "none"],
                         help="the boxes the verifier's box head moves (the app config's primary.refine_boxes)")
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--max-foreign-cpu", type=float, default=1.0,

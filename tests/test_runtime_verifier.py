@@ -79,6 +79,29 @@ def test_refine_boxes_picks_the_boxes_the_head_moves(hagrid_frames, refine_boxes
     assert trusted_seen >= 1
 
 
+def test_refine_small_moves_only_the_boxes_its_crop_shows_sharper(hagrid_frames, data_root: Path) -> None:
+    egohands = [np.asarray(Image.open(p).convert("RGB"))  # large hands, seen at 0.7x by the detector
+                for p in sorted((data_root / "egohands" / "images").glob("CARDS_OFFICE_S_B_*.jpg"))[:4]]
+    detector = load_detector("hand-detector", score_threshold=0.1)
+    classifier = load_classifier(VERIFIER)
+    doubtful = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6)
+    small = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6, refine_boxes="small")
+    kept = moved = 0
+    for frame in hagrid_frames + egohands:
+        scale = detector.input_size / max(frame.shape[:2])
+        found = detector([frame])[0]
+        for d in (d for d in found if d.score < 0.6):  # the doubtful ones, one at a time
+            (got,), (ref,) = small(frame, [d], scale), doubtful(frame, [d])
+            assert got.score == ref.score  # the same rescoring
+            x1, y1, x2, y2 = classifier.region(frame.shape[:2], d.bbox)
+            sharper = classifier.input_size / max(x2 - x1, y2 - y1) > scale
+            assert got.bbox == (ref.bbox if sharper else d.bbox)
+            moved, kept = moved + sharper, kept + (not sharper)
+    assert moved >= 2 and kept >= 2
+    with pytest.raises(GesturekitError, match="input_scale"):
+        small(hagrid_frames[0], found)
+
+
 def test_detector_with_verifier_thresholds_the_new_scores(hagrid_frames) -> None:
     plain = load_detector(DETECTOR, score_threshold=0.1)
     verified = load_detector(DETECTOR, score_threshold=0.3, verifier=VERIFIER, candidate_threshold=0.1)

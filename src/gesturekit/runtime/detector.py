@@ -99,8 +99,8 @@ class HandDetector:
                 results[i] = self._to_frame(found, inputs[i][1], frames[i].shape[:2])
         if self.verifier is not None:
             floor = self.score_threshold or 0.0
-            results = [self._merge([d for d in self.verifier(frame, found) if d.score >= floor])
-                       for frame, found in zip(frames, results)]
+            results = [self._merge([d for d in self.verifier(frame, found, scale) if d.score >= floor])
+                       for frame, found, (_, scale) in zip(frames, results, inputs)]
         return results
 
     def _merge(self, found: list[Detection]) -> list[Detection]:

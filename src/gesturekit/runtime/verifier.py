@@ -33,10 +33,12 @@ class HandVerifier:
             video of one hand that is nearly every hand, so the verifier costs little there).
         weight: the verifier's share of the new score, in [0, 1].
         refine_boxes: with a box head (``model.box_class``), the candidates moved to the box it
-            regresses: ``doubtful`` (the rescored ones), ``all`` (the trusted ones too, which keep
-            their score but cost a crop each: on HaGRID the boxes fit better, on video the app
-            runs 15-23% slower) or ``none`` (every box as the detector drew it; EgoHands' loose
-            boxes follow another convention than the head learned).
+            regresses: ``doubtful`` (the rescored ones), ``small`` (the rescored ones whose crop shows
+            them at a higher resolution than the detector's input did: small hands, where the head
+            sees more than the detector), ``all`` (the trusted ones too, which keep their score but
+            cost a crop each: on HaGRID the boxes fit better, on video the app runs 15-23% slower)
+            or ``none`` (every box as the detector drew it; EgoHands' loose boxes follow another
+            convention than the head learned).
     """
 
     def __init__(self, classifier: GestureClassifier, candidate_threshold: float = 0.1,
@@ -54,12 +56,16 @@ class HandVerifier:
         self.weight = weight
         self.refine_boxes = refine_boxes
 
-    def __call__(self, frame: np.ndarray, candidates: list[Detection]) -> list[Detection]:
-        """Args: frame uint8 RGB [H,W,3]; candidates in its pixels. Returns them rescored, best first.
+    def __call__(self, frame: np.ndarray, candidates: list[Detection], input_scale: float | None = None
+                 ) -> list[Detection]:
+        """Args: frame uint8 RGB [H,W,3]; candidates in its pixels; input_scale: the detector's, from
+        the frame to its input (``refine_boxes="small"`` needs it). Returns them rescored, best first.
 
         A verifier with a box head (``model.box_class``) also moves the boxes ``refine_boxes`` names
         to the ones it regresses from their crops; the caller then merges the boxes that came to overlap.
         """
+        if self.refine_boxes == "small" and input_scale is None:
+            raise GesturekitError("verifier refine_boxes 'small': the detector's input_scale is needed")
         trusted = [d for d in candidates if d.score >= self.trust_threshold]
         doubtful = [d for d in candidates if self.candidate_threshold <= d.score < self.trust_threshold]
         cropped, uncropped = (doubtful + trusted, []) if self.refine_boxes == "all" else (doubtful, trusted)
@@ -71,8 +77,14 @@ class HandVerifier:
             cropped = rescored + cropped[len(doubtful):]  # trusted ones keep their score
             if len(outputs) > 1 and self.refine_boxes != "none":  # a box head
                 cropped = [replace(d, bbox=_in_frame(region, box, frame.shape[:2]))
+                           if self.refine_boxes != "small" or self._sharper(region, input_scale) else d
                            for d, region, box in zip(cropped, regions, outputs[1])]
         return sorted(uncropped + cropped, key=lambda d: -d.score)
+
+    def _sharper(self, region: tuple[int, int, int, int], input_scale: float | None) -> bool:
+        """Whether the crop of ``region`` shows it at a higher resolution than the detector's input."""
+        x1, y1, x2, y2 = region
+        return self.classifier.input_size / max(x2 - x1, y2 - y1, 1) > (input_scale or 0.0)
 
 
 def _in_frame(region: tuple[int, int, int, int], box: np.ndarray, frame_hw: tuple[int, int]
