@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from gesturekit.boxes import box_iou
+from gesturekit.data.transforms import letterbox_geometry
 from gesturekit.errors import GesturekitError
 from gesturekit.runtime.loading import load_classifier, load_detector
 from gesturekit.runtime.verifier import HandVerifier, _in_frame
@@ -88,7 +89,7 @@ def test_refine_small_moves_only_the_boxes_its_crop_shows_sharper(hagrid_frames,
     small = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6, refine_boxes="small")
     kept = moved = 0
     for frame in hagrid_frames + egohands:
-        scale = detector.input_size / max(frame.shape[:2])
+        scale = letterbox_geometry(*frame.shape[:2], detector.input_size)[-1]  # the detector's input scale
         found = detector([frame])[0]
         for d in (d for d in found if d.score < 0.6):  # the doubtful ones, one at a time
             (got,), (ref,) = small(frame, [d], scale), doubtful(frame, [d])

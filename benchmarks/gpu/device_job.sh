@@ -4,7 +4,8 @@
 #   detector    train hand detector v1 (hand_detector.yaml) from ImageNet on every GPU (DDP through torchrun)
 #   v2          fine-tune v1 into hand-detector v2 (hand_detector_v2.yaml; carry its init file)
 #   v3          fine-tune v2 into hand-detector v3 (hand_detector_v3.yaml; carry its init file)
-#   v4          fine-tune v3 for the shipped hand-detector v4 (hand_detector_v4.yaml; carry runs/init), then average
+#   v4          fine-tune v3 for the shipped hand-detector v4 (hand_detector_v4.yaml; carry runs/init); its 1:1
+#               average with v3 is made on the CPU machine afterwards (gesturekit models average, as that spec says)
 #   classifier  train the gesture classifier (gesture_classifier.yaml) on every GPU
 #   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry its runs/pruned file)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
