@@ -74,7 +74,7 @@ def test_detector_parity_on_real_frames(detector_onnx, data_root) -> None:
     model, path = detector_onnx
     inputs = [preprocess_frame(frame, 160)[0] for frame, _ in egohands_frames(data_root)]
     batch = torch.from_numpy(np.stack(inputs))
-    assert batch.shape == (3, 3, 96, 160)
+    assert batch.shape == (3, 3, 128, 192)  # 640x360 -> 185x104 (the pixels of 160x120), padded
     for images in (batch[:1], batch):
         diffs = check_parity(model, path, images)
         assert set(diffs) == {"boxes", "scores"}

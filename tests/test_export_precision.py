@@ -151,8 +151,11 @@ def test_calibration_items_spread_over_sources(tmp_path, kitti) -> None:
 
 def test_profile_shapes() -> None:
     det = profile_shapes({"task": "detection", "input_size": 448}, max_batch=4)
-    assert det == {"min": (1, 3, 32, 32), "opt": (1, 3, 352, 448), "max": (4, 3, 448, 448)}
+    assert det == {"min": (1, 3, 32, 32), "opt": (1, 3, 352, 448), "max": (4, 3, 608, 608)}
     assert preprocess_frame(np.zeros((480, 640, 3), np.uint8), 448)[0].shape == det["opt"][1:]
+    for height, width in [(360, 640), (1080, 620), (100, 2000), (2000, 100), (8, 8)]:  # any frame fits the profile
+        shape = preprocess_frame(np.zeros((height, width, 3), np.uint8), 448)[0].shape
+        assert all(low <= side <= high for low, side, high in zip(det["min"][1:], shape, det["max"][1:]))
     cls = profile_shapes({"task": "classification", "input_size": 224})
     assert cls == {"min": (1, 3, 224, 224), "opt": (1, 3, 224, 224), "max": (8, 3, 224, 224)}
     with pytest.raises(GesturekitError, match="max_batch"):

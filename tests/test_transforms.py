@@ -21,6 +21,7 @@ from gesturekit.data.transforms import (
     crop_roi,
     detection_eval_transform,
     detection_train_transform,
+    frame_scale,
     letterbox,
     letterbox_geometry,
     normalize,
@@ -54,12 +55,25 @@ def test_letterbox_square_math() -> None:
 
 
 def test_letterbox_stride_math() -> None:
-    out, scale = letterbox(torch.ones(3, 90, 250, dtype=torch.uint8), 160, stride=32, square=False)
-    assert scale == pytest.approx(0.64)
-    assert out.shape == (3, 64, 160)  # 90 * 0.64 = 57.6 -> 58 rows, padded to 64
-    assert (out[:, 58:] == 0).all() and (out[:, :58] == 1).all()
-    small, scale = letterbox(torch.ones(3, 20, 10, dtype=torch.uint8), 40, square=False)
-    assert scale == 2.0 and small.shape == (3, 64, 32)
+    out, scale = letterbox(torch.ones(3, 120, 250, dtype=torch.uint8), 160, stride=32, square=False)
+    assert scale == pytest.approx(0.8)  # 120x250 holds 30,000 px; 160x120 holds 19,200 = 0.8^2 of them
+    assert out.shape == (3, 96, 224)  # 96 x 200, the columns padded to 224
+    assert (out[..., 200:] == 0).all() and (out[..., :200] == 1).all()
+    small, scale = letterbox(torch.ones(3, 15, 20, dtype=torch.uint8), 40, square=False)
+    assert scale == 2.0 and small.shape == (3, 32, 64)  # upscaled to 30 x 40
+
+
+@pytest.mark.parametrize("height, width", [(480, 640), (640, 480), (360, 640), (1080, 620), (512, 512), (512, 1138)])
+def test_frame_scale_keeps_the_pixels_of_a_4_3_frame(height: int, width: int) -> None:
+    scale = frame_scale(height, width, 448)
+    assert height * width * scale**2 == pytest.approx(448 * 336)  # every aspect ratio: the pixels of 448x336
+    if sorted((height, width)) == [480, 640]:
+        assert scale == pytest.approx(448 / 640)  # a 4:3 frame as "long side 448"
+
+
+def test_frame_scale_caps_the_long_side_of_extreme_frames() -> None:
+    assert frame_scale(100, 1000, 448) * 1000 == pytest.approx(448 * 4 / 3)  # 10:1 would be 1,227 px long
+    assert frame_scale(1000, 100, 448) * 1000 == pytest.approx(448 * 4 / 3)
 
 
 def test_normalize() -> None:
@@ -79,7 +93,7 @@ def test_normalized_canvas_is_normalize_of_the_zero_padded_image(channels_last: 
 
 
 def test_letterbox_geometry_is_letterbox_s() -> None:
-    assert letterbox_geometry(90, 250, 160, stride=32, square=False) == (58, 160, 64, 160, pytest.approx(0.64))
+    assert letterbox_geometry(120, 250, 160, stride=32, square=False) == (96, 200, 96, 224, pytest.approx(0.8))
     assert letterbox_geometry(300, 400, 200) == (150, 200, 200, 200, 0.5)
 
 

@@ -85,7 +85,7 @@ def test_model_card_from_files(zoo_at) -> None:
     card = zoo.model_card("hand-detector")
     params = sum(p.numel() for p in create_model("detectnet_v2", **DET_KWARGS, pretrained=False).parameters())
     for text in [
-        "# hand-detector", "| Task | detection |", "| Classes | hand |", "letterboxed to 384 px",
+        "# hand-detector", "| Task | detection |", "| Classes | hand |", "the pixel count of a 384x288 frame",
         "| Architecture | detectnet_v2 (backbone mobilenet_v2) |", f"| Parameters | {params / 1e6:.2f} M |",
         "`model.onnx` (", "| voc.ap50 | 0.8765 |", "| coco.ap50_95 | 0.41 |", "## Speed", "| images_per_s | 950.5 |",
         "| Epochs | 80 |", "| Batch size | 64 per GPU x 2 = 128 |", "| Precision | bf16 (autocast bfloat16) |",

@@ -49,10 +49,26 @@ def normalized_canvas(image: torch.Tensor, height: int, width: int) -> torch.Ten
     return canvas
 
 
+def frame_scale(height: int, width: int, size: int) -> float:
+    """The runtime's resize factor for a ``height x width`` frame at input size ``size``.
+
+    The frame keeps its aspect ratio and is resized to the pixel count of a 4:3 frame whose long side is
+    ``size`` (448 -> 448x336), so every aspect ratio costs the detector about the same, up to a long side
+    of ``4/3 * size``. A 4:3 frame is resized exactly as "long side ``size``" would; a 16:9 frame gets
+    1.18x the scale (640x360 -> 530x298, where the long-side rule gave 448x252: hands cut by the frame
+    border are a few pixels tall), a square one 0.87x.
+    """
+    return min(math.sqrt(size * size * 0.75 / (height * width)), size * 4 / 3 / max(height, width))
+
+
 def letterbox_geometry(height: int, width: int, size: int, stride: int = 32,
                        square: bool = True) -> tuple[int, int, int, int, float]:
-    """``(resized_h, resized_w, padded_h, padded_w, scale)`` of ``letterbox``."""
-    scale = size / max(height, width)
+    """``(resized_h, resized_w, padded_h, padded_w, scale)`` of ``letterbox``.
+
+    ``square``: long side ``size``, padded to ``size x size`` (the training canvas); otherwise the
+    runtime's ``frame_scale``, each side padded to a multiple of ``stride``.
+    """
+    scale = size / max(height, width) if square else frame_scale(height, width, size)
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
     if square:
         return new_h, new_w, size, size, scale
@@ -62,13 +78,13 @@ def letterbox_geometry(height: int, width: int, size: int, stride: int = 32,
 def letterbox(
     image: torch.Tensor, size: int, stride: int = 32, square: bool = True
 ) -> tuple[torch.Tensor, float]:
-    """Resize so the long side is ``size`` (aspect kept), then zero-pad bottom and right.
+    """Resize (aspect kept), then zero-pad bottom and right (``letterbox_geometry``).
 
     Args:
         image: [..., C, H, W], uint8 or float.
-        size: long side after resizing.
+        size: the input size: the long side with ``square``, else the size of ``frame_scale``.
         stride: with ``square=False``, pad each side to a multiple of it.
-        square: pad to a ``size x size`` canvas.
+        square: long side ``size``, padded to a ``size x size`` canvas.
 
     Returns:
         The padded image [..., C, H', W'] (same dtype) and ``scale``: a point ``p`` of the input

@@ -35,8 +35,9 @@ def tensorrt_available() -> bool:
 def profile_shapes(meta: dict[str, Any], max_batch: int = 8) -> dict[str, Shape]:
     """``min``/``opt``/``max`` input shapes [B,3,H,W] of an engine for a model's metadata.
 
-    Detector: any letterboxed frame (sides multiples of 32 up to the padded ``input_size``), tuned
-    for one 4:3 landscape frame (640x480 -> [1,3,352,448] at input size 448). Classifier: its square
+    Detector: any letterboxed frame (sides multiples of 32 up to the padded long side ``4/3 *
+    input_size`` that ``frame_scale`` allows), tuned for one 4:3 landscape frame (640x480 ->
+    [1,3,352,448] at input size 448). Classifier: its square
     input, batch 1 to ``max_batch``, tuned for batch 1.
     """
     if max_batch < 1:
@@ -44,10 +45,11 @@ def profile_shapes(meta: dict[str, Any], max_batch: int = 8) -> dict[str, Shape]
     size = int(meta["input_size"])
     if meta["task"] != "detection":
         return {"min": (1, 3, size, size), "opt": (1, 3, size, size), "max": (max_batch, 3, size, size)}
+    longest = math.ceil(size * 4 / 3 / DETECTOR_STRIDE) * DETECTOR_STRIDE
     side = math.ceil(size / DETECTOR_STRIDE) * DETECTOR_STRIDE
     short = math.ceil(size * 3 / 4 / DETECTOR_STRIDE) * DETECTOR_STRIDE
     return {"min": (1, 3, DETECTOR_STRIDE, DETECTOR_STRIDE), "opt": (1, 3, short, side),
-            "max": (max_batch, 3, side, side)}
+            "max": (max_batch, 3, longest, longest)}
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, shapes: dict[str, Shape],

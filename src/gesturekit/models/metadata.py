@@ -6,7 +6,8 @@ key ``gesturekit`` (``ONNX_KEY``) of an ONNX file's ``metadata_props``. Keys:
 - ``task``: ``"detection"`` or ``"classification"``.
 - ``arch``, ``arch_kwargs``: ``create_model(arch, **arch_kwargs, pretrained=False)`` rebuilds it.
 - ``classes``: class names in output order.
-- ``input_size``: detector: long side of the letterboxed input; classifier: side of the square input.
+- ``input_size``: detector: side of the square training canvas; at runtime a frame is resized to the pixel
+  count of a 4:3 frame with this long side (``data.transforms.frame_scale``). Classifier: side of the square input.
 - ``mean``, ``std``: per-channel normalisation of RGB scaled to [0, 1].
 - ``postprocessing`` (detection): keyword arguments of ``models.postprocess.postprocess``.
 - ``crop`` (classification): ``margin_px``, ``enlarge_ratio``, ``square`` of ``data.crops.widen_box``.

@@ -176,7 +176,8 @@ def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> list[str]:
 def _input_text(meta: dict[str, Any]) -> str:
     size = meta["input_size"]
     if meta["task"] == "detection":
-        return f"RGB, letterboxed to {size} px on the long side (padded to a multiple of 32)"
+        return (f"RGB, resized (aspect kept) to the pixel count of a {size}x{round(size * 3 / 4)} frame, "
+                f"padded to a multiple of 32")
     crop = meta["crop"]
     shape = ", squared" if crop.get("square") else ""
     return (f"RGB hand crop resized to {size}x{size} (box enlarged x{crop['enlarge_ratio']:g}{shape}, "

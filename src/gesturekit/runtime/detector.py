@@ -43,14 +43,14 @@ def frame_tensor(frame: np.ndarray) -> torch.Tensor:
 
 
 def preprocess_frame(frame: np.ndarray, input_size: int) -> tuple[np.ndarray, float]:
-    """Letterbox (long side ``input_size``, padded to ``PAD_STRIDE``) and normalise a frame.
+    """Letterbox (resized by ``frame_scale``, padded to ``PAD_STRIDE``) and normalise a frame.
 
     Args:
         frame: uint8 RGB [H,W,3].
 
     Returns:
         float32 [3,h,w] and ``scale`` (a frame point ``p`` is at ``p * scale`` in the input): the values of
-        ``normalize(letterbox(...))`` in evaluation, within 1e-6.
+        ``normalize(letterbox(..., square=False))``, within 1e-6.
     """
     new_h, new_w, padded_h, padded_w, scale = letterbox_geometry(*frame.shape[:2], input_size, PAD_STRIDE,
                                                                  square=False)

@@ -19,7 +19,7 @@ HAND = "hand"
 class HandVerifier:
     """Rescores a detector's candidates with a hand-vs-background classifier.
 
-    The detector sees a frame at its input size (448 px on the long side), where a HaGRID hand is
+    The detector sees a frame at its input size (the pixels of a 448x336 frame), where a HaGRID hand is
     20-45 px; the verifier sees each candidate's crop (its crop convention, e.g. 2.0x square) cut
     from the frame itself. A candidate's score becomes ``detector_score ** (1 - weight) *
     p_hand ** weight``: background falls away, and a hand (``p_hand`` near 1) scores a little
