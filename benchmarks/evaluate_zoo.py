@@ -3,9 +3,14 @@
     bash benchmarks/gpu/make_packs.sh      # once: KITTI datasets under work/, test packs under .pack/
     python benchmarks/evaluate_zoo.py
 
-Detector (``hand-detector``; its INT8 and pruned derivatives: ``optimize_detector.py``): AP@0.5
-(VOC), AP@0.5:0.95 (COCO) and KITTI AP@0.7 on the EgoHands test split, the HaGRID
-`test` frames (every annotated hand) and the hands_yolo test split. Classifier: macro-F1 and the
+Detector (``hand-detector``): AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP@0.7 on the EgoHands
+test split, the HaGRID `test` frames (every annotated hand) and the hands_yolo test split. Its INT8
+and pruned derivatives (made, timed and first evaluated by ``optimize_detector.py``) are evaluated
+again the same way: their ``eval.json`` gets the new AP and AP differences to the model each was
+made from, and keeps its latency and source. ``hand-detector-pruned`` was made from hand-detector v3,
+which is no longer in the zoo: pass it as ``--pruned-reference`` (``git show
+702ed13:src/gesturekit/models/zoo/hand-detector/model.pt > runs/init/hand_detector_v3.pt``) to
+refresh that difference. Classifier: macro-F1 and the
 confusion matrix on the held-out 15% of HaGRID crops and on crops cut from the HaGRID `test` frames,
 for ``gesture-classifier`` and ``gesture-classifier-int8`` (with its macro-F1 difference to FP32).
 Results: src/gesturekit/models/zoo/<name>/eval.json, benchmarks/results/zoo_eval.json, plots in
@@ -14,6 +19,7 @@ benchmarks/results/plots/.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -21,15 +27,20 @@ from gesturekit.evaluation.classification import evaluate_classifier_on
 from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.io import atomic_write_json
 from gesturekit.models.zoo import EVAL, zoo_path
-from gesturekit.runtime.loading import load_classifier, load_detector
+from gesturekit.runtime.loading import backend_for, load_classifier, load_detector
 
 RESULTS = Path("benchmarks/results")
 DETECTION_SETS = {"egohands_test": 0.95, "hagrid_hand_test": 0.90, "hands_yolo_test": 0.95}
 CLASSIFICATION_SETS = {"cls_crops_test_test": 0.95, "hagrid_gesture_test": 0.90}
+DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.json key for the AP differences)
+    "hand-detector-int8": ("hand-detector", "ap50_diff_points_vs_fp32"),
+    "hand-detector-pruned": (None, "ap50_diff_points_vs_unpruned"),  # from v3: --pruned-reference
+    "hand-detector-pruned-int8": ("hand-detector-pruned", "ap50_diff_points_vs_fp32"),
+}
 
 
 def evaluate_detector(name: str) -> dict:
-    detector = load_detector(name, threads=2)
+    detector = load_detector(name, backend_for(name), threads=2)
     results = evaluate_detector_on(detector, [Path("work/egohands"), Path("work/hagrid_hand"), Path("work/hands_yolo")],
                                    "test", min_width=4.0, min_height=4.0, out_dir=RESULTS / "plots" / name)
     return {
@@ -39,6 +50,29 @@ def evaluate_detector(name: str) -> dict:
         "targets_ap50": DETECTION_SETS,
         "meets_targets": {k: results[k]["ap50"] >= t for k, t in DETECTION_SETS.items()},
     }
+
+
+def ap50_diff(result: dict, reference: dict) -> dict[str, float]:
+    """AP@0.5 of ``result`` minus that of ``reference``, per dataset, in points."""
+    return {k: 100 * (r["ap50"] - reference["datasets"][k]["ap50"]) for k, r in result["datasets"].items()}
+
+
+def evaluate_derived_detectors(summary: dict, pruned_reference: Path | None) -> dict:
+    """The derived detectors' eval.json with new AP (``evaluate_detector``) and AP differences; the rest kept."""
+    derived = {}
+    for name, (source, diff_key) in DERIVED_DETECTORS.items():
+        stored = json.loads((zoo_path(name) / EVAL).read_text())
+        result = evaluate_detector(name)
+        stored.update({k: result[k] for k in ("datasets", "targets_ap50", "meets_targets")})
+        reference = summary.get(source) or derived.get(source)
+        if reference is None and pruned_reference is not None:
+            reference = evaluate_detector(str(pruned_reference))
+        if reference is not None:
+            stored[diff_key] = ap50_diff(stored, reference)
+        else:
+            print(f"{name}: {diff_key} kept from its last measurement (pass --pruned-reference to refresh it)")
+        derived[name] = stored
+    return derived
 
 
 def evaluate_classifier(name: str) -> dict:
@@ -59,9 +93,13 @@ def int8_result(int8: dict, fp32: dict) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pruned-reference", type=Path, default=None,
+                        help="the unpruned checkpoint hand-detector-pruned was made from (hand-detector v3)")
+    args = parser.parse_args()
     summary = {"hand-detector": evaluate_detector("hand-detector"),
                "gesture-classifier": evaluate_classifier("gesture-classifier")}
-    # the INT8 detectors' eval.json: optimize_detector.py
+    summary.update(evaluate_derived_detectors(summary, args.pruned_reference))
     summary["gesture-classifier-int8"] = int8_result(evaluate_classifier("gesture-classifier-int8"),
                                                      summary["gesture-classifier"])
     for name, result in summary.items():

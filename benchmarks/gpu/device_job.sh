@@ -14,7 +14,8 @@
 #               .pack/video/asl_hand.25fps.mp4; the zoo's model.onnx files can stay behind (the torch backend)
 #   PATH.yaml   train the spec at PATH (e.g. benchmarks/gpu/experiments/*.yaml; a classifier when its name
 #               says classifier or verifier), run named after it
-# Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each.
+# Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each (in turn, sharing them
+# when there are more jobs than GPUs).
 # Carry .whl, the .pack/gpu packs a job reads, .whl-weights for the detector (it starts from ImageNet), runs/init
 # for the classifier (the same ImageNet weights as a backbone-only FP16 file; experiments/gesture_classifier_crop10.yaml
 # says how) and runs/pruned for `pruned` (made here first:
@@ -56,7 +57,7 @@ for job in $JOBS; do
         --cache-dir /tmp/gk-bench --out "$RUNS/cascade_gpu.json";;
     *+*)
       gpu=0
-      for part in ${job//+/ }; do CUDA_VISIBLE_DEVICES=$gpu train "$part" 1 & gpu=$((gpu + 1)); done
+      for part in ${job//+/ }; do CUDA_VISIBLE_DEVICES=$gpu train "$part" 1 & gpu=$(((gpu + 1) % NGPU)); done
       wait;;
     *) train "$job" "$NGPU";;
   esac
