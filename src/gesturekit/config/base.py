@@ -20,9 +20,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+def _is_union_branch(part: Any) -> bool:
+    """A location part naming a union member (``DataSource``, ``function-after[...]``), not a key."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+
+
 def _key_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        if _is_union_branch(part):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -31,15 +38,26 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem, ``source: key.path: message``."""
-    lines = []
+    """One line per problem, ``source: key.path: message``.
+
+    A value that fits no member of a union (e.g. a path or a ``{path, split}`` mapping) makes pydantic
+    report every member's complaint; where one of them is a check of ours (a ``ValueError``, e.g. "file
+    not found"), only those are kept.
+    """
+    by_value: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for e in err.errors():
+        loc = e["loc"]
+        value_loc = next((loc[:i] for i, part in enumerate(loc) if _is_union_branch(part)), loc)
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        lines.append(f"{source}: {_key_path(e['loc'])}: {msg}")
+        by_value.setdefault(value_loc, []).append((e["type"], f"{source}: {_key_path(loc)}: {msg}"))
+    lines: list[str] = []
+    for problems in by_value.values():
+        ours = [line for kind, line in problems if kind == "value_error"]
+        lines += [line for line in (ours or [line for _, line in problems]) if line not in lines]
     return "\n".join(lines)
 
 
