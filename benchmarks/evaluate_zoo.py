@@ -39,10 +39,12 @@ DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.jso
 }
 
 
-def evaluate_detector(name: str) -> dict:
+def evaluate_detector(name: str, plots: bool = True) -> dict:
+    """A zoo detector (or a checkpoint, ``plots=False``) on the three test sets."""
     detector = load_detector(name, backend_for(name), threads=2)
     results = evaluate_detector_on(detector, [Path("work/egohands"), Path("work/hagrid_hand"), Path("work/hands_yolo")],
-                                   "test", min_width=4.0, min_height=4.0, out_dir=RESULTS / "plots" / name)
+                                   "test", min_width=4.0, min_height=4.0,
+                                   out_dir=RESULTS / "plots" / name if plots else None)
     return {
         "task": "detection", "split": "test",
         "datasets": {k: {m: v[m] for m in ("ap50", "ap50_95", "coco_ap50", "kitti_ap", "num_images", "best_f1")}
@@ -66,7 +68,7 @@ def evaluate_derived_detectors(summary: dict, pruned_reference: Path | None) -> 
         stored.update({k: result[k] for k in ("datasets", "targets_ap50", "meets_targets")})
         reference = summary.get(source) or derived.get(source)
         if reference is None and pruned_reference is not None:
-            reference = evaluate_detector(str(pruned_reference))
+            reference = evaluate_detector(str(pruned_reference), plots=False)
         if reference is not None:
             stored[diff_key] = ap50_diff(stored, reference)
         else:

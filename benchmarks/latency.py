@@ -7,7 +7,8 @@ Each model runs alone, called back to back, so its ONNX Runtime threads may spin
 Detector: a real 640x480 frame (an EgoHands test frame resized), timed as the model alone
 (``session.run`` on the letterboxed input) and end to end (letterbox + run + decode + NMS, the
 ``HandDetector`` call); ``detector_16_9``: the same on the 640x360 frame itself (the runtime gives a
-16:9 frame the pixel count of a 4:3 one: ``data.transforms.frame_scale``). Classifier: one real 160x160 hand crop, model alone and end to end.
+16:9 frame the pixel count of a 4:3 one: ``data.transforms.frame_scale``). Classifier: one real
+160x160 hand crop, model alone and end to end.
 
     python benchmarks/latency.py [--threads 2] [--runs 200] [--detector NAME] [--classifier NAME]
 
@@ -99,7 +100,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for name in ("detector", "detector_16_9", "classifier"):
         r = result[name]
-        print(f"{name:13s} model {r['model_only']['median_ms']:6.2f} ms  end-to-end {r['end_to_end']['median_ms']:6.2f} ms"
+        print(f"{name:13s} model {r['model_only']['median_ms']:6.2f} ms  "
+              f"end-to-end {r['end_to_end']['median_ms']:6.2f} ms"
               f"  (median of {args.runs}, target {r['target_median_ms']} ms)")
 
 

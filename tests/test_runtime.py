@@ -139,9 +139,9 @@ def test_runtime_frame_preprocessing_is_evaluation_s(shape: tuple[int, int]) -> 
 def test_detector_maps_boxes_back_to_frame_pixels() -> None:
     backend = FakeDetectorBackend([[40, 20, 80, 60], [100, 50, 170, 100], [0, 0, 10, 10]], [0.9, 0.8, 0.05])
     detector = HandDetector(backend)
-    wide = np.zeros((480, 640, 3), np.uint8)  # scale 0.25: letterboxed to 160x120, padded to 160x128
+    landscape = np.zeros((480, 640, 3), np.uint8)  # scale 0.25: letterboxed to 160x120, padded to 160x128
     tall = np.zeros((500, 240, 3), np.uint8)  # scale 0.4 (the pixels of 160x120): 96x200, padded to 96x224
-    out = detector([wide, tall, wide])
+    out = detector([landscape, tall, landscape])
     assert sorted(backend.shapes) == [(1, 3, 224, 96), (2, 3, 128, 160)]
     assert out[0] == out[2] == [
         Detection((160.0, 80.0, 320.0, 240.0), pytest.approx(0.9), "hand"),
@@ -149,7 +149,7 @@ def test_detector_maps_boxes_back_to_frame_pixels() -> None:
     ]
     assert out[1][0].bbox == pytest.approx((100.0, 50.0, 200.0, 150.0))
     assert out[1][1].bbox == pytest.approx((240.0, 125.0, 240.0, 250.0))
-    assert [len(d) for d in HandDetector(backend, score_threshold=0.85)([wide])] == [1]
+    assert [len(d) for d in HandDetector(backend, score_threshold=0.85)([landscape])] == [1]
     assert detector([]) == []
 
 
