@@ -43,7 +43,8 @@ def test_detector_trains_and_evaluates_on_real_frames(data_root: Path, tmp_path:
     dataset = _few_egohands(data_root, tmp_path)
     spec = {
         "dataset": {"train": [str(dataset)], "classes": ["hand"]},
-        "augmentation": {"input_size": 192, "scale_range": [0.9, 1.1], "translate": 0.05},
+        "augmentation": {"input_size": 192, "scale_range": [0.9, 1.1], "translate": 0.05,
+                         "mosaic": 0.5},  # half the samples mosaics: train_task's combine path
         "model": {"backbone": "mobilenet_v2", "pretrained": True},
         "training": {"epochs": 6, "batch_size_per_gpu": 4, "num_workers": 0, "precision": "fp32",
                      "checkpoint_interval": 3, "validation_interval": 3,

@@ -148,6 +148,9 @@ class DetectionAugmentation(StrictModel):
     hands cut by the frame (EgoHands) are served better by a low value."""
     color_jitter: ColorJitter = ColorJitter()
     paste: HandPaste = HandPaste()
+    mosaic: Fraction = 0.0
+    """The share of training samples that are a mosaic of four frames (``data.mosaic``, as YOLO's):
+    more hands and backgrounds per sample, and frames of different datasets side by side."""
 
 
 class DetectorModel(StrictModel):

@@ -33,6 +33,11 @@ _SCALE = torch.tensor([1 / (255 * s) for s in STD]).view(3, 1, 1)
 _OFFSET = torch.tensor([m / s for m, s in zip(MEAN, STD)]).view(3, 1, 1)
 
 
+def keep_frame(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+    """The identity transform: a sample as its dataset loads it (for augmentations that mix samples)."""
+    return image, target
+
+
 def normalize(image: torch.Tensor) -> torch.Tensor:
     """uint8 [..., 3, H, W] (or float in [0, 1]) -> float32 normalised with ``MEAN``/``STD``."""
     return F.normalize(F.to_dtype(image, torch.float32, scale=True), MEAN, STD)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from gesturekit.config.specs import Training, source_splits
+from gesturekit.data.transforms import keep_frame
 from gesturekit.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gesturekit.engine.distributed import RuntimeContext, init_runtime, make_loader
 from gesturekit.engine.trainer import SUMMARY_FILE, fit
@@ -54,13 +55,22 @@ def shard_loader(dataset: Dataset, batch_size: int, num_workers: int, ctx: Runti
 def train_task(spec: Any, results_dir: Path, device: str | None, dataset_cls: type[Dataset],
                train_transform: Callable, val_transform: Callable, collate_fn: Callable | None,
                build: Callable[[Any, bool], nn.Module],
-               make_validator: Callable[[Any, Dataset, RuntimeContext], Callable], metric_key: str) -> dict[str, Any]:
-    """Datasets from the spec, the model, then the shared engine's ``fit``; returns the summary."""
+               make_validator: Callable[[Any, Dataset, RuntimeContext], Callable], metric_key: str,
+               combine: Callable[[Dataset, Callable], Dataset] | None = None) -> dict[str, Any]:
+    """Datasets from the spec, the model, then the shared engine's ``fit``; returns the summary.
+
+    ``combine(frames, train_transform)``: the training set made from untransformed samples (each
+    dataset's transform ``keep_frame``), for augmentations that mix samples (``data.mosaic``).
+    """
     results_dir = Path(results_dir)
     ctx = init_runtime(device, seed=spec.training.seed)
     data, training = spec.dataset, spec.training
     train_sources = source_splits(data.train, data.train_split)
-    train_set = concat(dataset_cls, train_sources, data.classes, data.class_map, train_transform)
+    if combine is None:
+        train_set = concat(dataset_cls, train_sources, data.classes, data.class_map, train_transform)
+    else:
+        train_set = combine(concat(dataset_cls, train_sources, data.classes, data.class_map, keep_frame),
+                            train_transform)
     loader = make_loader(train_set, training.batch_size_per_gpu, training.num_workers, True, collate_fn, ctx,
                          drop_last=len(train_set) > training.batch_size_per_gpu)
     validate = None

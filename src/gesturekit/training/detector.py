@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from torch.utils.data import Dataset
 
 from gesturekit.config.specs import DetectorSpec
 from gesturekit.data.datasets import DetectionDataset, detection_collate
+from gesturekit.data.mosaic import MosaicDataset
 from gesturekit.data.transforms import detection_eval_transform, detection_train_transform
 from gesturekit.engine.distributed import RuntimeContext
 from gesturekit.errors import GesturekitError
@@ -84,8 +86,10 @@ def detection_validator(spec: DetectorSpec, dataset: Dataset, ctx: RuntimeContex
 
 def train_detector(spec: DetectorSpec, results_dir: Path, device: str | None = None) -> dict[str, Any]:
     """Train (or resume) the detector; returns the training summary."""
+    aug = spec.augmentation
+    combine = partial(MosaicDataset, probability=aug.mosaic, size=aug.input_size) if aug.mosaic > 0 else None
     return common.train_task(
-        spec, results_dir, device, DetectionDataset, detection_train_transform(spec.augmentation, spec.dataset.classes),
-        detection_eval_transform(spec.augmentation.input_size), detection_collate,
-        build_detector, detection_validator, "ap50",
+        spec, results_dir, device, DetectionDataset, detection_train_transform(aug, spec.dataset.classes),
+        detection_eval_transform(aug.input_size), detection_collate,
+        build_detector, detection_validator, "ap50", combine,
     )
