@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detector_misses.json")
     args = parser.parse_args()
 
-    detector = load_detector(args.detector, backend_for(args.detector, None), score_threshold=args.floor,
+    detector = load_detector(args.detector, backend_for(args.detector), score_threshold=args.floor,
                              verifier=args.verifier)
     thresholds = {"app": args.score_threshold, "floor": args.floor}
     result = {

@@ -54,9 +54,9 @@ def evaluate_detector(name: str, plots: bool = True) -> dict:
     }
 
 
-def ap50_diff(result: dict, reference: dict) -> dict[str, float]:
-    """AP@0.5 of ``result`` minus that of ``reference``, per dataset, in points."""
-    return {k: 100 * (r["ap50"] - reference["datasets"][k]["ap50"]) for k, r in result["datasets"].items()}
+def diff_points(result: dict, reference: dict, metric: str) -> dict[str, float]:
+    """``metric`` of ``result`` minus that of ``reference``, per dataset, in points."""
+    return {k: 100 * (r[metric] - reference["datasets"][k][metric]) for k, r in result["datasets"].items()}
 
 
 def evaluate_derived_detectors(summary: dict, pruned_reference: Path | None) -> dict:
@@ -66,11 +66,11 @@ def evaluate_derived_detectors(summary: dict, pruned_reference: Path | None) -> 
         stored = json.loads((zoo_path(name) / EVAL).read_text())
         result = evaluate_detector(name)
         stored.update({k: result[k] for k in ("datasets", "targets_ap50", "meets_targets")})
-        reference = summary.get(source) or derived.get(source)
+        reference = {**summary, **derived}.get(source)
         if reference is None and pruned_reference is not None:
             reference = evaluate_detector(str(pruned_reference), plots=False)
         if reference is not None:
-            stored[diff_key] = ap50_diff(stored, reference)
+            stored[diff_key] = diff_points(stored, reference, "ap50")
         else:
             print(f"{name}: {diff_key} kept from its last measurement (pass --pruned-reference to refresh it)")
         derived[name] = stored
@@ -90,8 +90,7 @@ def evaluate_classifier(name: str) -> dict:
 
 def int8_result(int8: dict, fp32: dict) -> dict:
     """An INT8 classifier's result with its macro-F1 difference to the FP32 model, in points."""
-    diff = {k: 100 * (r["macro_f1"] - fp32["datasets"][k]["macro_f1"]) for k, r in int8["datasets"].items()}
-    return {**int8, "precision": "int8", "macro_f1_diff_points_vs_fp32": diff}
+    return {**int8, "precision": "int8", "macro_f1_diff_points_vs_fp32": diff_points(int8, fp32, "macro_f1")}
 
 
 def main() -> None:

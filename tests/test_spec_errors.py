@@ -41,3 +41,11 @@ def test_other_problems_keep_their_own_messages(tmp_path: Path) -> None:
     train_lines = [line for line in lines if line.startswith("my.yaml: dataset.train[0]: ")]
     assert len(train_lines) == 2  # a number is neither a path nor a mapping: both say why
     assert all(line.count("[") == 1 for line in train_lines)  # no union member's name in the key path
+
+
+def test_a_user_key_with_a_capital_stays_in_the_key_path(tmp_path: Path) -> None:
+    present = tmp_path / "present.gkpack"
+    present.touch()
+    data = {"dataset": {"train": [str(present)], "classes": ["Hand"]}, "class_weights": {"Hand": "heavy"}}
+    with pytest.raises(GesturekitError, match=r"^my.yaml: class_weights\.Hand: Input should be a valid number"):
+        validate_spec(data, DetectorSpec, "my.yaml")

@@ -20,15 +20,21 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def _is_union_branch(part: Any) -> bool:
-    """A location part naming a union member (``DataSource``, ``function-after[...]``), not a key."""
-    return isinstance(part, str) and ("[" in part or part[:1].isupper())
+def _model_names(cls: type[BaseModel] = StrictModel) -> set[str]:
+    """The class names of every spec section (pydantic puts them in an error's location for a union)."""
+    return {cls.__name__}.union(*(_model_names(sub) for sub in cls.__subclasses__()))
 
 
-def _key_path(loc: tuple[Any, ...]) -> str:
+def _is_union_branch(part: Any, model_names: set[str]) -> bool:
+    """A location part naming a union member (``DataSource``, ``function-after[...]``), not a key
+    (a user's key, e.g. a class name in ``class_weights``, may start with a capital)."""
+    return isinstance(part, str) and ("[" in part or part in model_names)
+
+
+def _key_path(loc: tuple[Any, ...], model_names: set[str]) -> str:
     out = ""
     for part in loc:
-        if _is_union_branch(part):
+        if _is_union_branch(part, model_names):
             continue
         if isinstance(part, int):
             out += f"[{part}]"
@@ -44,16 +50,17 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     report every member's complaint; where one of them is a check of ours (a ``ValueError``, e.g. "file
     not found"), only those are kept.
     """
+    model_names = _model_names()
     by_value: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
     for e in err.errors():
         loc = e["loc"]
-        value_loc = next((loc[:i] for i, part in enumerate(loc) if _is_union_branch(part)), loc)
+        value_loc = next((loc[:i] for i, part in enumerate(loc) if _is_union_branch(part, model_names)), loc)
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        by_value.setdefault(value_loc, []).append((e["type"], f"{source}: {_key_path(loc)}: {msg}"))
+        by_value.setdefault(value_loc, []).append((e["type"], f"{source}: {_key_path(loc, model_names)}: {msg}"))
     lines: list[str] = []
     for problems in by_value.values():
         ours = [line for kind, line in problems if kind == "value_error"]

@@ -81,10 +81,10 @@ class HandVerifier:
                            for d, region, box in zip(cropped, regions, outputs[1])]
         return sorted(uncropped + cropped, key=lambda d: -d.score)
 
-    def _sharper(self, region: tuple[int, int, int, int], input_scale: float | None) -> bool:
+    def _sharper(self, region: tuple[int, int, int, int], input_scale: float) -> bool:
         """Whether the crop of ``region`` shows it at a higher resolution than the detector's input."""
         x1, y1, x2, y2 = region
-        return self.classifier.input_size / max(x2 - x1, y2 - y1, 1) > (input_scale or 0.0)
+        return self.classifier.input_size / max(x2 - x1, y2 - y1, 1) > input_scale
 
 
 def _in_frame(region: tuple[int, int, int, int], box: np.ndarray, frame_hw: tuple[int, int]
