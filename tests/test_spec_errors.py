@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from gesturekit.config.base import validate_spec
-from gesturekit.config.specs import DetectorSpec
+from gesturekit.config.base import read_yaml, validate_spec
+from gesturekit.config.specs import ClassifierSpec, DetectorSpec
 from gesturekit.errors import GesturekitError
+from gesturekit.models.zoo import ZOO_ROOT
+from tests.conftest import kitti_line, write_kitti
 
 
 def spec_with_train(train: list) -> dict:
@@ -49,3 +51,33 @@ def test_a_user_key_with_a_capital_stays_in_the_key_path(tmp_path: Path) -> None
     data = {"dataset": {"train": [str(present)], "classes": ["Hand"]}, "class_weights": {"Hand": "heavy"}}
     with pytest.raises(GesturekitError, match=r"^my.yaml: class_weights\.Hand: Input should be a valid number"):
         validate_spec(data, DetectorSpec, "my.yaml")
+
+
+def test_file_checks_can_be_skipped_and_nothing_else(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pt"
+    data = spec_with_train([str(tmp_path / "missing.gkpack")])
+    data["model"]["pretrained_model_file"] = str(missing)
+    with pytest.raises(GesturekitError, match=r"my.yaml: model.pretrained_model_file: file not found"):
+        validate_spec(data, DetectorSpec, "my.yaml")
+    assert validate_spec(data, DetectorSpec, "my.yaml", check_files=False).model.pretrained_model_file == missing
+    data["training"] = {"epochs": 0}
+    with pytest.raises(GesturekitError, match=r"^my.yaml: training.epochs: Input should be greater than 0$"):
+        validate_spec(data, DetectorSpec, "my.yaml", check_files=False)
+
+
+@pytest.mark.parametrize("task, name", [("detector", "hand-detector"), ("classifier", "gesture-classifier")])
+def test_a_zoo_model_is_evaluated_with_its_own_spec_without_its_training_inputs(
+        task: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from gesturekit.cli.main import app
+
+    monkeypatch.chdir(tmp_path)  # the spec's relative training inputs (packs, the starting checkpoint) are absent
+    spec = ZOO_ROOT / name / "spec.yaml"
+    with pytest.raises(GesturekitError, match="file not found"):  # as training reads it
+        validate_spec(read_yaml(spec), DetectorSpec if task == "detector" else ClassifierSpec, str(spec))
+    label = "hand" if task == "detector" else "fist"
+    data = write_kitti(tmp_path / "frames", {"a.jpg": [kitti_line(label, 8, 8, 40, 40)]}, {"test": ["a.jpg"]})
+    result = CliRunner().invoke(app, ["evaluate", task, "-e", str(spec), "-m", name, "-d", str(data), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert f"frames_test: {'AP@0.5' if task == 'detector' else 'macro-F1'} " in result.output

@@ -41,7 +41,7 @@ def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, datase
     from gesturekit.evaluation.detection import evaluate_detector_on
     from gesturekit.runtime.loading import backend_for, load_detector
 
-    cfg = load_spec(spec, DetectorSpec)
+    cfg = load_spec(spec, DetectorSpec, check_files=False)  # a zoo spec names training inputs
     detector_ = load_detector(model, backend_for(model, backend),
                               score_threshold=0.0 if verifier else cfg.postprocessing.coverage_threshold,
                               verifier=verifier, candidate_threshold=candidate_threshold,
@@ -63,7 +63,7 @@ def classifier(spec: SpecOption, model: ModelOption, out: OutOption = None, data
     from gesturekit.evaluation.classification import evaluate_classifier_on
     from gesturekit.runtime.loading import backend_for, load_classifier
 
-    cfg = load_spec(spec, ClassifierSpec)
+    cfg = load_spec(spec, ClassifierSpec, check_files=False)
     classifier_ = load_classifier(model, backend_for(model, backend))
     results = evaluate_classifier_on(classifier_, dataset or cfg.evaluation.datasets, split or cfg.evaluation.split,
                                      cfg.dataset.class_map, out)

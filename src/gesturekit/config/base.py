@@ -101,15 +101,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_spec(path: str | Path, model: type[SpecT], overrides: list[str] | None = None) -> SpecT:
-    """Read, override and validate a YAML spec; raise GesturekitError naming the file and key."""
+def load_spec(path: str | Path, model: type[SpecT], overrides: list[str] | None = None,
+              check_files: bool = True) -> SpecT:
+    """Read, override and validate a YAML spec; raise GesturekitError naming the file and key.
+
+    ``check_files=False`` skips the existence checks of the spec's paths (datasets, checkpoints), for a
+    command that opens none of them, such as evaluating a model on the datasets given to it."""
     data = apply_overrides(read_yaml(path), overrides or [])
-    return validate_spec(data, model, str(path))
+    return validate_spec(data, model, str(path), check_files)
 
 
-def validate_spec(data: dict[str, Any], model: type[SpecT], source: str) -> SpecT:
+def validate_spec(data: dict[str, Any], model: type[SpecT], source: str, check_files: bool = True) -> SpecT:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"check_files": check_files})
     except ValidationError as err:
         raise GesturekitError(format_validation_error(err, source)) from None
 
