@@ -4,7 +4,10 @@ For each test set, every ground-truth hand gets the best score of the detections
 IoU >= 0.5 (0 if none). Hands are grouped by whether the box touches the frame border (within
 ``--edge-px``: a hand cut by the frame, such as the camera wearer's own hands at the bottom of an
 EgoHands frame) and by box height; per group the script gives the hands, and the recall at the
-app's score threshold and at the detector's floor. Saves ``benchmarks/results/detector_misses.json``.
+app's score threshold and at the detector's floor. On HaGRID (a dataset named ``hagrid*``) the hands are
+also grouped by their HaGRID label: the gesturing hand, or ``no_gesture`` (a second, idle hand: hanging
+at a side, on a lap, cut by the frame's bottom), with AP@0.5 over every hand and with the idle hands
+ignored (neither TP nor FP, nor the detections on them). Saves ``benchmarks/results/detector_misses.json``.
 
     python benchmarks/detector_misses.py [--detector hand-detector] [--verifier hand-verifier]
 """
@@ -12,6 +15,7 @@ app's score threshold and at the detector's floor. Saves ``benchmarks/results/de
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,12 +23,16 @@ from typing import Any
 import numpy as np
 
 from gesturekit.boxes import box_iou
+from gesturekit.data.formats.hagrid import read_hagrid
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.evaluation.detection import detect_annotations
 from gesturekit.io import atomic_write_json
+from gesturekit.metrics.detection import evaluate_detection
 from gesturekit.runtime.loading import backend_for, load_detector
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("GESTUREKIT_DATA", REPO.parent / "shared" / "data"))
+IDLE_LABEL = "no_gesture"
 MATCH_IOU = 0.5
 HEIGHT_BINS = ((0, 32), (32, 96), (96, float("inf")))
 
@@ -44,7 +52,47 @@ def recall(scores: np.ndarray, thresholds: dict[str, float]) -> dict[str, Any]:
     return out
 
 
-def dataset_misses(root: Path, split: str, detector: Any, edge_px: float, thresholds: dict[str, float]) -> dict[str, Any]:
+def idle_hands(hagrid_root: Path, split: str) -> dict[str, np.ndarray]:
+    """Image id -> the boxes [N,4] of its ``no_gesture`` hands, in the frame's pixels."""
+    return {ann.image.stem: np.array([[b.x1, b.y1, b.x2, b.y2] for b in ann.boxes if b.label == IDLE_LABEL],
+                                     np.float64).reshape(-1, 4)
+            for ann in read_hagrid(hagrid_root)[split]}
+
+
+def _without(d: dict[str, np.ndarray], drop: np.ndarray) -> dict[str, np.ndarray]:
+    return {key: value[~drop] for key, value in d.items()}
+
+
+def by_hagrid_label(annotations: list, preds: list[dict[str, np.ndarray]], gts: list[dict[str, np.ndarray]],
+                    scores: list[np.ndarray], idle: dict[str, np.ndarray], classes: list[str],
+                    thresholds: dict[str, float]) -> dict[str, Any]:
+    """Recall of the gesturing and the idle hands, and AP@0.5 with and without the idle hands."""
+    idle_gt, kept_preds, kept_gts = [], [], []
+    for ann, pred, gt in zip(annotations, preds, gts):
+        boxes = idle[ann.image.stem]
+        if len(boxes) == 0:
+            idle_gt.append(np.zeros(len(gt["boxes"]), bool))
+            kept_preds.append(pred)
+            kept_gts.append(gt)
+            continue
+        is_idle = box_iou(gt["boxes"].astype(np.float64), boxes).max(1) >= 0.9  # the same box, converted
+        on_idle = (box_iou(pred["boxes"].astype(np.float64), boxes).max(1) >= MATCH_IOU if len(pred["boxes"])
+                   else np.zeros(0, bool))
+        idle_gt.append(is_idle)
+        kept_preds.append(_without(pred, on_idle))
+        kept_gts.append(_without(gt, is_idle))
+    is_idle, score = np.concatenate(idle_gt), np.concatenate(scores)
+    return {
+        "gesturing_hands": recall(score[~is_idle], thresholds),
+        "idle_hands": recall(score[is_idle], thresholds),
+        "ap50_every_hand": round(evaluate_detection(preds, gts, classes)["ap50"], 4),
+        "ap50_idle_hands_ignored": round(evaluate_detection(kept_preds, kept_gts, classes)["ap50"], 4),
+    }
+
+
+def dataset_misses(root: Path, split: str, detector: Any, edge_px: float, thresholds: dict[str, float],
+                   idle: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Recall by border contact and box height; with ``idle`` (HaGRID), also by HaGRID label."""
     annotations = read_kitti_dataset(root, split)
     preds, gts = detect_annotations(detector, annotations, detector.classes, {}, description=root.name)
     scores, edge, heights = [], [], []
@@ -57,6 +105,8 @@ def dataset_misses(root: Path, split: str, detector: Any, edge_px: float, thresh
         heights.append(boxes[:, 3] - boxes[:, 1])
     score, at_edge, height = np.concatenate(scores), np.concatenate(edge), np.concatenate(heights)
     missed = score < thresholds["app"]
+    labels = {} if idle is None else {
+        "by_hagrid_label": by_hagrid_label(annotations, preds, gts, scores, idle, detector.classes, thresholds)}
     return {
         "images": len(annotations),
         "all": recall(score, thresholds),
@@ -65,6 +115,7 @@ def dataset_misses(root: Path, split: str, detector: Any, edge_px: float, thresh
         "by_box_height_px": {f"{lo:g}-{hi:g}": recall(score[(height >= lo) & (height < hi)], thresholds)
                              for lo, hi in HEIGHT_BINS},
         "missed_at_app_threshold": {"hands": int(missed.sum()), "touching_the_frame_border": int((missed & at_edge).sum())},
+        **labels,
     }
 
 
@@ -78,6 +129,8 @@ def main() -> None:
     parser.add_argument("--score-threshold", type=float, default=0.3, help="the app's threshold")
     parser.add_argument("--floor", type=float, default=0.05, help="the lowest score the detector keeps")
     parser.add_argument("--edge-px", type=float, default=2.0)
+    parser.add_argument("--hagrid", type=Path, default=DATA / "hagrid",
+                        help="the HaGRID release the hagrid* dataset was converted from (its labels name the idle hands)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detector_misses.json")
     args = parser.parse_args()
 
@@ -87,8 +140,10 @@ def main() -> None:
     result = {
         "detector": args.detector, "verifier": args.verifier, "match_iou": MATCH_IOU, "thresholds": thresholds,
         "edge_px": args.edge_px,
-        "datasets": {f"{root.name}_{args.split}": dataset_misses(root, args.split, detector, args.edge_px, thresholds)
-                     for root in args.datasets},
+        "datasets": {f"{root.name}_{args.split}": dataset_misses(
+            root, args.split, detector, args.edge_px, thresholds,
+            idle_hands(args.hagrid, args.split) if root.name.startswith("hagrid") else None)
+            for root in args.datasets},
         "command": " ".join(["python3", *sys.argv]),
     }
     atomic_write_json(args.out, result)
@@ -97,6 +152,10 @@ def main() -> None:
               f"touching the border {r['touching_the_frame_border']['hands']} hands, recall "
               f"{r['touching_the_frame_border']['recall_app']}; inside {r['inside_the_frame']['hands']}, "
               f"{r['inside_the_frame']['recall_app']}; missed {r['missed_at_app_threshold']}")
+        if "by_hagrid_label" in r:
+            h = r["by_hagrid_label"]
+            print(f"  idle hands {h['idle_hands']['hands']}, recall {h['idle_hands']['recall_app']}; AP@0.5 "
+                  f"{h['ap50_every_hand']}, {h['ap50_idle_hands_ignored']} with the idle hands ignored")
     print(f"saved {args.out}")
 
 

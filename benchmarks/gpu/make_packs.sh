@@ -13,6 +13,16 @@ gesturekit data convert --format yolo "$D/fingers_yolo" -o work/fingers_yolo --o
 P="--quality 80"
 gesturekit data pack work/egohands -o .pack/gpu/det_egohands.gkpack --splits train --max-size 512 $P
 gesturekit data pack work/hagrid_hand -o .pack/gpu/det_hagrid_hand.gkpack --splits val --max-size 512 $P
+# the 32 HaGRID val frames that show an idle (no_gesture) hand (experiments/hand_detector_v6_idle.yaml)
+python3 - "$D/hagrid" <<'PY'
+import sys
+from pathlib import Path
+from gesturekit.data.formats.hagrid import read_hagrid
+idle = {a.image.name for a in read_hagrid(sys.argv[1])["val"] if any(b.label == "no_gesture" for b in a.boxes)}
+val = Path("work/hagrid_hand/splits/val.txt").read_text().split()
+Path("work/hagrid_hand/splits/val_idle.txt").write_text("".join(f"{name}\n" for name in val if name in idle))
+PY
+gesturekit data pack work/hagrid_hand -o .pack/gpu/det_hagrid_idle.gkpack --splits val_idle --max-size 512 $P
 gesturekit data pack work/hands_yolo -o .pack/gpu/det_hands_yolo.gkpack --splits train,val --max-size 288 --quality 72
 gesturekit data pack work/fingers_yolo -o .pack/gpu/det_fingers_yolo.gkpack --splits train,val --max-size 224 $P
 # tight HaGRID crops of all 13 gestures for the detector's copy-paste augmentation
