@@ -23,6 +23,7 @@ from gesturekit.data.transforms import (
     classification_train_transform,
     detection_eval_transform,
     detection_train_transform,
+    normalize,
 )
 from gesturekit.errors import GesturekitError
 
@@ -173,3 +174,17 @@ def test_pack_dataset_in_worker_processes(tmp_path: Path) -> None:
     batches = list(loader)
     assert [b[0].shape for b in batches] == [(4, 3, 16, 16)] * 2
     assert torch.cat([b[1] for b in batches]).tolist() == ds.targets
+
+
+def test_detection_collate_pads_inputs_of_different_sizes_with_normalised_black() -> None:
+    wide = normalize(torch.full((3, 32, 64), 255, dtype=torch.uint8))
+    tall = normalize(torch.full((3, 64, 32), 255, dtype=torch.uint8))
+    targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * 2
+    images, out_targets = detection_collate([(wide, targets[0]), (tall, targets[1])])
+    assert images.shape == (2, 3, 64, 64) and out_targets == targets
+    assert torch.equal(images[0, :, :32], wide) and torch.equal(images[1, :, :, :32], tall)
+    black = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8))
+    assert torch.allclose(images[0, :, 32:], black.expand(3, 32, 64))
+    assert torch.allclose(images[1, :, :, 32:], black.expand(3, 64, 32))
+    same, _ = detection_collate([(wide, targets[0]), (wide, targets[1])])
+    assert torch.equal(same, torch.stack([wide, wide]))

@@ -12,13 +12,20 @@ from PIL import Image
 
 from gesturekit.config.specs import CropConvention
 from gesturekit.data.crops import widen_box
-from gesturekit.data.transforms import classification_eval_transform, crop_roi, letterbox, normalize
+from gesturekit.data.transforms import (
+    PAD_STRIDE,
+    classification_eval_transform,
+    crop_roi,
+    detection_eval_transform,
+    letterbox,
+    normalize,
+)
 from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import export_onnx
 from gesturekit.models import create_model, zoo
 from gesturekit.models.metadata import classifier_metadata, detector_metadata
 from gesturekit.runtime.classifier import GestureClassifier, preprocess_crop
-from gesturekit.runtime.detector import PAD_STRIDE, Detection, HandDetector, preprocess_frame
+from gesturekit.runtime.detector import Detection, HandDetector, preprocess_frame
 from gesturekit.runtime.loading import load_backend, load_classifier, load_detector, resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
@@ -134,6 +141,10 @@ def test_runtime_frame_preprocessing_is_evaluation_s(shape: tuple[int, int]) -> 
     expected, expected_scale = letterbox(torch.from_numpy(frame).permute(2, 0, 1), 160, stride=PAD_STRIDE, square=False)
     assert scale == expected_scale and image.flags["C_CONTIGUOUS"]
     torch.testing.assert_close(torch.from_numpy(image), normalize(expected), rtol=0, atol=1e-6)
+    # training validation sees the frame as the runtime does
+    validation, _ = detection_eval_transform(160)(torch.from_numpy(frame).permute(2, 0, 1),
+                                                  {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)})
+    torch.testing.assert_close(validation, torch.from_numpy(image), rtol=0, atol=1e-6)
 
 
 def test_detector_maps_boxes_back_to_frame_pixels() -> None:

@@ -102,7 +102,7 @@ def test_detection_eval_scales_boxes() -> None:
     out, target = detection_eval_transform(200)(
         image, {"boxes": torch.tensor([[100.0, 60, 180, 140]]), "labels": torch.tensor([1])}
     )
-    assert out.shape == (3, 200, 200) and out.dtype == torch.float32
+    assert out.shape == (3, 160, 224) and out.dtype == torch.float32  # 150x200 (frame_scale 0.5), padded to 32s
     assert target["boxes"].tolist() == [[50.0, 30.0, 90.0, 70.0]]
     assert target["labels"].dtype == torch.int64 and target["labels"].tolist() == [1]
     assert denormalize(out)[:, 32:68, 52:88].min() > 0.95

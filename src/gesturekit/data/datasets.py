@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from gesturekit.data.pack import IMAGE_SUFFIXES, Pack, PackRecord, open_pack, read_rgb
+from gesturekit.data.transforms import pad_normalized
 from gesturekit.errors import GesturekitError
 
 BoxTuple = tuple[float, float, float, float]
@@ -135,9 +136,10 @@ def frame_items(source: Path, split: str) -> list[FrameItem]:
 def detection_collate(
     batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor]]],
 ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Stack images of one size into [B, 3, S, S]; targets stay a list (box counts differ)."""
+    """Batch normalised images [B, 3, H, W] (``pad_normalized``: validation inputs differ in size);
+    targets stay a list (box counts differ)."""
     images, targets = zip(*batch)
-    return torch.stack(images), list(targets)
+    return pad_normalized(images), list(targets)
 
 
 class ClassificationDataset(Dataset):

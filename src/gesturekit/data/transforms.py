@@ -26,6 +26,8 @@ from gesturekit.data.crops import widen_box
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+PAD_STRIDE = 32
+"""The runtime's letterboxed input (and the detector's validation input) is padded to a multiple of this."""
 Target = dict[str, torch.Tensor]
 
 
@@ -54,6 +56,18 @@ def normalized_canvas(image: torch.Tensor, height: int, width: int) -> torch.Ten
     return canvas
 
 
+def pad_normalized(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Normalised float images [3, h, w] of any sizes -> one batch [B, 3, H, W], each padded at the bottom
+    and right to the largest height and width with normalised black (as ``letterbox`` pads)."""
+    height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+    if all(tuple(i.shape[-2:]) == (height, width) for i in images):
+        return torch.stack(list(images))
+    batch = (-_OFFSET).expand(len(images), 3, height, width).clone()
+    for canvas, image in zip(batch, images):
+        canvas[:, :image.shape[-2], :image.shape[-1]] = image
+    return batch
+
+
 def frame_scale(height: int, width: int, size: int) -> float:
     """The runtime's resize factor for a ``height x width`` frame at input size ``size``.
 
@@ -66,7 +80,7 @@ def frame_scale(height: int, width: int, size: int) -> float:
     return min(math.sqrt(size * size * 0.75 / (height * width)), size * 4 / 3 / max(height, width))
 
 
-def letterbox_geometry(height: int, width: int, size: int, stride: int = 32,
+def letterbox_geometry(height: int, width: int, size: int, stride: int = PAD_STRIDE,
                        square: bool = True) -> tuple[int, int, int, int, float]:
     """``(resized_h, resized_w, padded_h, padded_w, scale)`` of ``letterbox``.
 
@@ -81,7 +95,7 @@ def letterbox_geometry(height: int, width: int, size: int, stride: int = 32,
 
 
 def letterbox(
-    image: torch.Tensor, size: int, stride: int = 32, square: bool = True
+    image: torch.Tensor, size: int, stride: int = PAD_STRIDE, square: bool = True
 ) -> tuple[torch.Tensor, float]:
     """Resize (aspect kept), then zero-pad bottom and right (``letterbox_geometry``).
 
@@ -125,8 +139,8 @@ class _DetectionEval:
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         height, width = image.shape[-2:]
-        out, _ = letterbox(image, self.size)
-        new_h, new_w, *_ = letterbox_geometry(height, width, self.size)
+        out, _ = letterbox(image, self.size, square=False)
+        new_h, new_w, *_ = letterbox_geometry(height, width, self.size, square=False)
         factor = torch.tensor([new_w / width, new_h / height] * 2)
         return _finish(out, target["boxes"].float().reshape(-1, 4) * factor, target["labels"])
 
@@ -209,7 +223,9 @@ def detection_train_transform(aug: DetectionAugmentation, classes: Sequence[str]
 
 
 def detection_eval_transform(input_size: int) -> _DetectionEval:
-    """Detector evaluation preprocessing: ``letterbox`` (square) + ``normalize``; boxes scaled with it."""
+    """Detector validation preprocessing, the runtime's: ``letterbox`` by ``frame_scale`` (each side padded
+    to ``PAD_STRIDE``) + ``normalize``; boxes scaled with it. Frames of different shapes give inputs of
+    different sizes, which ``detection_collate`` pads to one batch."""
     return _DetectionEval(input_size)
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.detection import evaluate_detector_on, read_rgb
 from gesturekit.export import FP32_TOLERANCE
+from gesturekit.data.transforms import PAD_STRIDE
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import convert_fp16, default_calibration_cache, export_precision, quantize_int8
@@ -25,7 +26,7 @@ from gesturekit.models.metadata import read_onnx_metadata
 from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import preprocess_crop
-from gesturekit.runtime.detector import PAD_STRIDE, HandDetector, preprocess_frame
+from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.loading import resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend

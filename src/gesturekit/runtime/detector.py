@@ -10,16 +10,12 @@ import torch
 from torchvision.ops import batched_nms
 from torchvision.transforms.v2 import functional as F
 
-from gesturekit.data.transforms import letterbox_geometry, normalized_canvas
+from gesturekit.data.transforms import PAD_STRIDE, letterbox_geometry, normalized_canvas
 from gesturekit.models.postprocess import postprocess
 from gesturekit.runtime.backend import Backend, backend_metadata
 
 if TYPE_CHECKING:
     from gesturekit.runtime.verifier import HandVerifier
-
-PAD_STRIDE = 32
-"""The letterboxed input is padded to a multiple of this on each side."""
-
 
 @dataclass(frozen=True, slots=True)
 class Detection:

@@ -64,7 +64,8 @@ def set_teacher(model: nn.Module, teacher_file: Path, weight: float) -> None:
 
 
 def detection_validator(spec: DetectorSpec, dataset: Dataset, ctx: RuntimeContext):
-    """A ``fit`` validation callback: AP on the letterboxed validation split, sharded over ranks."""
+    """A ``fit`` validation callback: AP on the validation split, each frame letterboxed as the runtime does
+    (``detection_eval_transform``), sharded over ranks."""
     loader = common.shard_loader(dataset, spec.training.batch_size_per_gpu, spec.training.num_workers, ctx,
                                  detection_collate)
 
