@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
+from gesturekit.data.transforms import PAD_STRIDE
 from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.detection import evaluate_detector_on, read_rgb
 from gesturekit.export import FP32_TOLERANCE
-from gesturekit.data.transforms import PAD_STRIDE
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import convert_fp16, default_calibration_cache, export_precision, quantize_int8

@@ -17,6 +17,7 @@ from gesturekit.runtime.backend import Backend, backend_metadata
 if TYPE_CHECKING:
     from gesturekit.runtime.verifier import HandVerifier
 
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One detected hand; ``bbox`` is ``(x1, y1, x2, y2)`` in pixels of the original frame."""
