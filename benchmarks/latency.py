@@ -18,7 +18,6 @@ Writes benchmarks/results/latency.json (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from gesturekit.io import atomic_write_json
 from gesturekit.runtime.classifier import GestureClassifier, preprocess_crop
 from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.loading import resolve_model_file
@@ -96,8 +96,7 @@ def main() -> None:
         "classifier": {"model": args.classifier, "input": list(cls_input.shape),
                        "model_only": cls_model, "end_to_end": cls_e2e, "target_median_ms": 3.0},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     for name in ("detector", "detector_16_9", "classifier"):
         r = result[name]
         print(f"{name:13s} model {r['model_only']['median_ms']:6.2f} ms  "

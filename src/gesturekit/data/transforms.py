@@ -68,6 +68,11 @@ def pad_normalized(images: Sequence[torch.Tensor]) -> torch.Tensor:
     return batch
 
 
+def pad_to_stride(length: float, stride: int = PAD_STRIDE) -> int:
+    """``length`` rounded up to a multiple of ``stride`` (a side of the letterboxed input)."""
+    return math.ceil(length / stride) * stride
+
+
 def frame_scale(height: int, width: int, size: int) -> float:
     """The runtime's resize factor for a ``height x width`` frame at input size ``size``.
 
@@ -91,7 +96,7 @@ def letterbox_geometry(height: int, width: int, size: int, stride: int = PAD_STR
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
     if square:
         return new_h, new_w, size, size, scale
-    return new_h, new_w, math.ceil(new_h / stride) * stride, math.ceil(new_w / stride) * stride, scale
+    return new_h, new_w, pad_to_stride(new_h, stride), pad_to_stride(new_w, stride), scale
 
 
 def letterbox(

@@ -3,7 +3,6 @@ optionally build a TensorRT engine (``cli/export.py`` holds only the command-lin
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
-from gesturekit.data.transforms import PAD_STRIDE
+from gesturekit.data.transforms import pad_to_stride
 from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.detection import evaluate_detector_on, read_rgb
 from gesturekit.export import FP32_TOLERANCE
@@ -55,8 +54,8 @@ def parity_inputs(meta: dict, images_dir: Path | None, count: int) -> tuple[list
     detection = meta["task"] == "detection"
     if images_dir is None:
         generator = torch.Generator().manual_seed(0)
-        short = math.ceil(size * 3 / 4 / PAD_STRIDE) * PAD_STRIDE if detection else size
-        padded = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if detection else size
+        short = pad_to_stride(size * 3 / 4) if detection else size
+        padded = pad_to_stride(size) if detection else size
         return [torch.randn(2, 3, short, padded, generator=generator)], f"2 random tensors [3,{short},{padded}]"
     if not images_dir.is_dir():
         raise GesturekitError(f"{images_dir}: not a directory")
@@ -171,7 +170,7 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
                 else quantize_int8(reference, output, calibration, cache, target))
     else:
         size = int(meta["input_size"])
-        side = math.ceil(size / PAD_STRIDE) * PAD_STRIDE if meta["task"] == "detection" else size
+        side = pad_to_stride(size) if meta["task"] == "detection" else size
         path = export_precision(reference, output, torch.zeros(1, 3, side, side), precision, calibration, cache,
                                 target, opset)
     how = "QAT ranges" if qat else precision

@@ -9,16 +9,14 @@ precision INT8 engine, with FP16 allowed for the layers left in float.
 from __future__ import annotations
 
 import importlib
-import math
 from pathlib import Path
 from typing import Any
 
+from gesturekit.data.transforms import PAD_STRIDE, pad_to_stride
 from gesturekit.errors import GesturekitError
 from gesturekit.io import atomic_write_bytes
 
 Shape = tuple[int, int, int, int]
-DETECTOR_STRIDE = 32
-"""The detector's letterboxed input sides are multiples of this (the runtime's padding)."""
 TENSORRT_MISSING = ("TensorRT is not installed (`import tensorrt` failed): --engine needs it; "
                     "build the engine from the .onnx file where TensorRT is (e.g. trtexec --onnx=...)")
 
@@ -45,10 +43,8 @@ def profile_shapes(meta: dict[str, Any], max_batch: int = 8) -> dict[str, Shape]
     size = int(meta["input_size"])
     if meta["task"] != "detection":
         return {"min": (1, 3, size, size), "opt": (1, 3, size, size), "max": (max_batch, 3, size, size)}
-    longest = math.ceil(size * 4 / 3 / DETECTOR_STRIDE) * DETECTOR_STRIDE
-    side = math.ceil(size / DETECTOR_STRIDE) * DETECTOR_STRIDE
-    short = math.ceil(size * 3 / 4 / DETECTOR_STRIDE) * DETECTOR_STRIDE
-    return {"min": (1, 3, DETECTOR_STRIDE, DETECTOR_STRIDE), "opt": (1, 3, short, side),
+    longest = pad_to_stride(size * 4 / 3)
+    return {"min": (1, 3, PAD_STRIDE, PAD_STRIDE), "opt": (1, 3, pad_to_stride(size * 3 / 4), pad_to_stride(size)),
             "max": (max_batch, 3, longest, longest)}
 
 

@@ -66,11 +66,9 @@ def train_task(spec: Any, results_dir: Path, device: str | None, dataset_cls: ty
     ctx = init_runtime(device, seed=spec.training.seed)
     data, training = spec.dataset, spec.training
     train_sources = source_splits(data.train, data.train_split)
-    if combine is None:
-        train_set = concat(dataset_cls, train_sources, data.classes, data.class_map, train_transform)
-    else:
-        train_set = combine(concat(dataset_cls, train_sources, data.classes, data.class_map, keep_frame),
-                            train_transform)
+    frames = concat(dataset_cls, train_sources, data.classes, data.class_map,
+                    train_transform if combine is None else keep_frame)
+    train_set = frames if combine is None else combine(frames, train_transform)
     loader = make_loader(train_set, training.batch_size_per_gpu, training.num_workers, True, collate_fn, ctx,
                          drop_last=len(train_set) > training.batch_size_per_gpu)
     validate = None
