@@ -10,7 +10,9 @@ again the same way: their ``eval.json`` gets the new AP and AP differences to th
 made from, and keeps its latency and source. ``hand-detector-pruned`` was made from hand-detector v3,
 which is no longer in the zoo: pass it as ``--pruned-reference`` (``git show
 702ed13:src/gesturekit/models/zoo/hand-detector/model.pt > runs/init/hand_detector_v3.pt``) to
-refresh that difference. Classifier: macro-F1 and the
+refresh that difference. ``hand-verifier``: the AP of the two-stage CPU detector (``TWO_STAGE``:
+``hand-detector-int8`` whose candidates the verifier rescores and refines) and its differences to
+that detector alone. Classifier: macro-F1 and the
 confusion matrix on the held-out 15% of HaGRID crops and on crops cut from the HaGRID `test` frames,
 for ``gesture-classifier`` and ``gesture-classifier-int8`` (with its macro-F1 difference to FP32).
 Results: src/gesturekit/models/zoo/<name>/eval.json, benchmarks/results/zoo_eval.json, plots in
@@ -27,11 +29,16 @@ from gesturekit.evaluation.classification import evaluate_classifier_on
 from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.io import atomic_write_json
 from gesturekit.models.zoo import EVAL, zoo_path
+from gesturekit.runtime.detector import HandDetector
 from gesturekit.runtime.loading import backend_for, load_classifier, load_detector
 
 RESULTS = Path("benchmarks/results")
 DETECTION_SETS = {"egohands_test": 0.95, "hagrid_hand_test": 0.90, "hands_yolo_test": 0.95}
 CLASSIFICATION_SETS = {"cls_crops_test_test": 0.95, "hagrid_gesture_test": 0.90}
+TWO_STAGE = {"detector": "hand-detector-int8", "verifier": "hand-verifier", "refine_boxes": "small",
+             "candidate_threshold": 0.1}
+"""The two-stage CPU detector (``HandDetector`` with a ``HandVerifier``) whose AP goes to the verifier's
+eval.json; ``latency_two_stage.py`` times the same configuration."""
 DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.json key for the AP differences)
     "hand-detector-int8": ("hand-detector", "ap50_diff_points_vs_fp32"),
     "hand-detector-pruned": (None, "ap50_diff_points_vs_unpruned"),  # from v3: --pruned-reference
@@ -41,10 +48,27 @@ DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.jso
 
 def evaluate_detector(name: str, plots: bool = True) -> dict:
     """A zoo detector (or a checkpoint, ``plots=False``) on the three test sets."""
-    detector = load_detector(name, backend_for(name), threads=2)
+    return detection_result(load_detector(name, backend_for(name), threads=2), RESULTS / "plots" / name if plots else None)
+
+
+def evaluate_two_stage() -> dict:
+    """``TWO_STAGE`` on the three test sets, every rescored candidate kept (as ``gesturekit evaluate
+    detector --verifier``), with the AP differences to its detector alone."""
+    detector = load_detector(TWO_STAGE["detector"], threads=2, score_threshold=0.0, **{
+        k: v for k, v in TWO_STAGE.items() if k != "detector"})
+    result = detection_result(detector, RESULTS / "plots" / "hand-verifier")
+    alone = evaluate_detector(TWO_STAGE["detector"], plots=False)
+    return {**result, **TWO_STAGE, "trust_threshold": detector.verifier.trust_threshold,
+            "verifier_weight": detector.verifier.weight, "detector_alone_ap50": {
+                k: v["ap50"] for k, v in alone["datasets"].items()},
+            "ap50_diff_points_vs_detector_alone": diff_points(result, alone, "ap50"),
+            "latency": "benchmarks/results/latency_two_stage.json (python benchmarks/latency_two_stage.py)"}
+
+
+def detection_result(detector: HandDetector, plot_dir: Path | None) -> dict:
+    """The eval.json of ``detector`` on the three test sets (PR curves in ``plot_dir``)."""
     results = evaluate_detector_on(detector, [Path("work/egohands"), Path("work/hagrid_hand"), Path("work/hands_yolo")],
-                                   "test", min_width=4.0, min_height=4.0,
-                                   out_dir=RESULTS / "plots" / name if plots else None)
+                                   "test", min_width=4.0, min_height=4.0, out_dir=plot_dir)
     return {
         "task": "detection", "split": "test",
         "datasets": {k: {m: v[m] for m in ("ap50", "ap50_95", "coco_ap50", "kitti_ap", "num_images", "best_f1")}
@@ -101,6 +125,7 @@ def main() -> None:
     summary = {"hand-detector": evaluate_detector("hand-detector"),
                "gesture-classifier": evaluate_classifier("gesture-classifier")}
     summary.update(evaluate_derived_detectors(summary, args.pruned_reference))
+    summary["hand-verifier"] = evaluate_two_stage()
     summary["gesture-classifier-int8"] = int8_result(evaluate_classifier("gesture-classifier-int8"),
                                                      summary["gesture-classifier"])
     for name, result in summary.items():

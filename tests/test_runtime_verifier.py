@@ -82,25 +82,29 @@ def test_refine_boxes_picks_the_boxes_the_head_moves(hagrid_frames, refine_boxes
     assert trusted_seen >= 1
 
 
-def test_refine_small_moves_only_the_boxes_its_crop_shows_sharper(hagrid_frames, data_root: Path) -> None:
+def test_refine_small_moves_every_box_its_crop_shows_sharper(hagrid_frames, data_root: Path) -> None:
     egohands = [np.asarray(Image.open(p).convert("RGB"))  # large hands, seen at 0.83x by the detector
                 for p in sorted((data_root / "egohands" / "images").glob("CARDS_OFFICE_S_B_*.jpg"))[:4]]
     detector = load_detector("hand-detector", score_threshold=0.1)
     classifier = load_classifier(VERIFIER)
     doubtful = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6)
     small = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6, refine_boxes="small")
-    kept = moved = 0
+    everything = HandVerifier(classifier, candidate_threshold=0.1, trust_threshold=0.6, refine_boxes="all")
+    kept = moved = trusted_moved = trusted_kept = 0
     for frame in hagrid_frames + egohands:
         scale = frame_scale(*frame.shape[:2], detector.input_size)  # the detector's input scale
         found = detector([frame])[0]
-        for d in (d for d in found if d.score < 0.6):  # the doubtful ones, one at a time
-            (got,), (ref,) = small(frame, [d], scale), doubtful(frame, [d])
-            assert got.score == ref.score  # the same rescoring
+        for d in found:  # one at a time, doubtful and trusted
+            (got,), (ref,), (refined,) = small(frame, [d], scale), doubtful(frame, [d]), everything(frame, [d])
+            assert got.score == ref.score  # the same rescoring; a trusted candidate keeps its score
             x1, y1, x2, y2 = classifier.region(frame.shape[:2], d.bbox)
             sharper = classifier.input_size / max(x2 - x1, y2 - y1) > scale
-            assert got.bbox == (ref.bbox if sharper else d.bbox)
-            moved, kept = moved + sharper, kept + (not sharper)
-    assert moved >= 2 and kept >= 2
+            assert got.bbox == (refined.bbox if sharper else d.bbox)
+            if d.score < 0.6:
+                moved, kept = moved + sharper, kept + (not sharper)
+            else:
+                trusted_moved, trusted_kept = trusted_moved + sharper, trusted_kept + (not sharper)
+    assert moved >= 2 and kept >= 2 and trusted_moved >= 1 and trusted_kept >= 1
     with pytest.raises(GesturekitError, match="input_scale"):
         small(hagrid_frames[0], found)
 

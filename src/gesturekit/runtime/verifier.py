@@ -33,12 +33,12 @@ class HandVerifier:
             video of one hand that is nearly every hand, so the verifier costs little there).
         weight: the verifier's share of the new score, in [0, 1].
         refine_boxes: with a box head (``model.box_class``), the candidates moved to the box it
-            regresses: ``doubtful`` (the rescored ones), ``small`` (the rescored ones whose crop shows
-            them at a higher resolution than the detector's input did: small hands, where the head
-            sees more than the detector), ``all`` (the trusted ones too, which keep their score but
-            cost a crop each: on HaGRID the boxes fit better, on video the app runs 15-23% slower)
-            or ``none`` (every box as the detector drew it; EgoHands' loose boxes follow another
-            convention than the head learned).
+            regresses: ``doubtful`` (the rescored ones), ``small`` (every candidate, rescored or
+            trusted, whose crop shows it at a higher resolution than the detector's input did: small
+            hands, where the head sees more than the detector; a trusted one costs a crop and keeps
+            its score), ``all`` (every candidate: on HaGRID the boxes fit better, on video the app
+            runs 15-23% slower) or ``none`` (every box as the detector drew it; EgoHands' loose boxes
+            follow another convention than the head learned).
     """
 
     def __init__(self, classifier: GestureClassifier, candidate_threshold: float = 0.1,
@@ -66,20 +66,32 @@ class HandVerifier:
         """
         if self.refine_boxes == "small" and input_scale is None:
             raise GesturekitError("verifier refine_boxes 'small': the detector's input_scale is needed")
+        height_width = frame.shape[:2]
         trusted = [d for d in candidates if d.score >= self.trust_threshold]
         doubtful = [d for d in candidates if self.candidate_threshold <= d.score < self.trust_threshold]
-        cropped, uncropped = (doubtful + trusted, []) if self.refine_boxes == "all" else (doubtful, trusted)
+        moved_trusted = self._trusted_to_move(trusted, height_width, input_scale)
+        cropped = doubtful + moved_trusted
+        uncropped = [d for d in trusted if d not in moved_trusted]
         if cropped:
-            regions = [self.classifier.region(frame.shape[:2], d.bbox) for d in cropped]
+            regions = [self.classifier.region(height_width, d.bbox) for d in cropped]
             outputs = self.classifier.outputs([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions])
             w, p_hand = self.weight, outputs[0][:, self.hand_index]
             rescored = [replace(d, score=d.score ** (1 - w) * float(p) ** w) for d, p in zip(doubtful, p_hand)]
-            cropped = rescored + cropped[len(doubtful):]  # trusted ones keep their score
+            cropped = rescored + moved_trusted  # trusted ones keep their score
             if len(outputs) > 1 and self.refine_boxes != "none":  # a box head
-                cropped = [replace(d, bbox=_in_frame(region, box, frame.shape[:2]))
+                cropped = [replace(d, bbox=_in_frame(region, box, height_width))
                            if self.refine_boxes != "small" or self._sharper(region, input_scale) else d
                            for d, region, box in zip(cropped, regions, outputs[1])]
         return sorted(uncropped + cropped, key=lambda d: -d.score)
+
+    def _trusted_to_move(self, trusted: list[Detection], frame_hw: tuple[int, int], input_scale: float | None
+                         ) -> list[Detection]:
+        """The trusted candidates ``refine_boxes`` moves: each costs a crop and keeps its score."""
+        if self.refine_boxes == "all":
+            return trusted
+        if self.refine_boxes == "small":
+            return [d for d in trusted if self._sharper(self.classifier.region(frame_hw, d.bbox), input_scale)]
+        return []
 
     def _sharper(self, region: tuple[int, int, int, int], input_scale: float) -> bool:
         """Whether the crop of ``region`` shows it at a higher resolution than the detector's input."""
