@@ -35,8 +35,8 @@ def detector(spec: SpecOption, model: ModelOption, out: OutOption = None, datase
                  "detector^(1-w) * p_hand^w (the app's primary.verifier_weight).")] = 0.3,
              refine_boxes: Annotated[str, typer.Option(
                  help="With --verifier: the boxes its box head moves (doubtful: those it rescores; small: "
-                 "those of them its crop shows sharper than the detector's input; all: every candidate; "
-                 "none).")] = "doubtful") -> None:
+                 "every candidate its crop shows sharper than the detector's input, confident ones too; all: "
+                 "every candidate; none).")] = "doubtful") -> None:
     """AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP at evaluation.kitti_iou_threshold, per dataset."""
     from gesturekit.evaluation.detection import evaluate_detector_on
     from gesturekit.runtime.loading import backend_for, load_detector

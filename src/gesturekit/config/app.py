@@ -21,8 +21,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 RefineBoxes = Literal["doubtful", "small", "all", "none"]
-"""Which candidates a hand verifier's box head moves: those it rescores, those of them that its crop shows at a
-higher resolution than the detector's input did, the trusted ones too, or none."""
+"""Which candidates a hand verifier's box head moves: those it rescores, every one (rescored or trusted) that its
+crop shows at a higher resolution than the detector's input did, every one, or none."""
 
 
 class Streammux(StrictModel):
@@ -71,10 +71,11 @@ class Primary(StrictModel):
     / 0.38 detections an image matching no hand (benchmarks/results/experiments/verifier_weight.json),
     about what a lower ``score_threshold`` trades."""
     refine_boxes: RefineBoxes = "doubtful"
-    """Which candidates the verifier's box head moves: those it rescored; ``small``: those of them its crop
-    shows at a higher resolution than the detector's input did (HaGRID's small hands, not EgoHands' large
-    ones, whose loose boxes the head does not learn); also the trusted ones (a crop each: better boxes on
-    HaGRID, 15-23% fewer frames per second on video); or none."""
+    """Which candidates the verifier's box head moves: those it rescored; ``small``: every one, rescored or
+    trusted, that its crop shows at a higher resolution than the detector's input did (HaGRID's small hands,
+    not EgoHands' large ones, whose loose boxes the head does not learn; with ``hand-detector-int8`` the
+    detector's AP targets are met, README); ``all``: every one (a crop each: better boxes on HaGRID, 15-23%
+    fewer frames per second on video); or none."""
 
     @model_validator(mode="after")
     def _fp16_runs_on_cuda(self) -> Primary:
