@@ -37,8 +37,8 @@ DETECTION_SETS = {"egohands_test": 0.95, "hagrid_hand_test": 0.90, "hands_yolo_t
 CLASSIFICATION_SETS = {"cls_crops_test_test": 0.95, "hagrid_gesture_test": 0.90}
 TWO_STAGE = {"detector": "hand-detector-int8", "verifier": "hand-verifier", "refine_boxes": "small",
              "candidate_threshold": 0.1}
-"""The two-stage CPU detector (``HandDetector`` with a ``HandVerifier``) whose AP goes to the verifier's
-eval.json; ``latency_two_stage.py`` times the same configuration."""
+"""The two-stage CPU detector (``HandDetector`` with a ``HandVerifier``): its AP goes to the verifier's eval.json
+and, in short, to the detector's (``with_verifier``); ``latency_two_stage.py`` times the same configuration."""
 DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.json key for the AP differences)
     "hand-detector-int8": ("hand-detector", "ap50_diff_points_vs_fp32"),
     "hand-detector-pruned": (None, "ap50_diff_points_vs_unpruned"),  # from v3: --pruned-reference
@@ -51,13 +51,12 @@ def evaluate_detector(name: str, plots: bool = True) -> dict:
     return detection_result(load_detector(name, backend_for(name), threads=2), RESULTS / "plots" / name if plots else None)
 
 
-def evaluate_two_stage() -> dict:
+def evaluate_two_stage(alone: dict) -> dict:
     """``TWO_STAGE`` on the three test sets, every rescored candidate kept (as ``gesturekit evaluate
-    detector --verifier``), with the AP differences to its detector alone."""
+    detector --verifier``), with the AP differences to ``alone``, its detector's own result."""
     detector = load_detector(TWO_STAGE["detector"], threads=2, score_threshold=0.0, **{
         k: v for k, v in TWO_STAGE.items() if k != "detector"})
     result = detection_result(detector, RESULTS / "plots" / "hand-verifier")
-    alone = evaluate_detector(TWO_STAGE["detector"], plots=False)
     return {**result, **TWO_STAGE, "trust_threshold": detector.verifier.trust_threshold,
             "verifier_weight": detector.verifier.weight, "detector_alone_ap50": {
                 k: v["ap50"] for k, v in alone["datasets"].items()},
@@ -125,7 +124,7 @@ def main() -> None:
     summary = {"hand-detector": evaluate_detector("hand-detector"),
                "gesture-classifier": evaluate_classifier("gesture-classifier")}
     summary.update(evaluate_derived_detectors(summary, args.pruned_reference))
-    two_stage = summary["hand-verifier"] = evaluate_two_stage()
+    two_stage = summary["hand-verifier"] = evaluate_two_stage(summary[TWO_STAGE["detector"]])
     summary[TWO_STAGE["detector"]]["with_verifier"] = {  # the detector's own eval.json names its two-stage AP too
         **{k: v for k, v in TWO_STAGE.items() if k != "detector"}, "meets_targets": two_stage["meets_targets"],
         "ap50": {k: v["ap50"] for k, v in two_stage["datasets"].items()}, "details": "hand-verifier/eval.json"}
