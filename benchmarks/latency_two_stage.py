@@ -64,16 +64,17 @@ def main() -> None:
     detector = load_detector(args.detector, threads=args.threads, score_threshold=args.score_threshold,
                              verifier=args.verifier, candidate_threshold=args.candidate_threshold,
                              refine_boxes=args.refine_boxes)
-    verifier = detector.verifier.classifier
+    classifier = detector.verifier.classifier
     crops = 0
-    count_crops = verifier.outputs
+    classifier_outputs = classifier.outputs
 
-    def counted(batch: list[np.ndarray]) -> list[np.ndarray]:
+    def counted_outputs(batch: list[np.ndarray]) -> list[np.ndarray]:
+        """The verifier's model call, counting its crops."""
         nonlocal crops
         crops += len(batch)
-        return count_crops(batch)
+        return classifier_outputs(batch)
 
-    verifier.outputs = counted  # type: ignore[method-assign]
+    classifier.outputs = counted_outputs  # type: ignore[method-assign]
     sets = {}
     for root in args.datasets:
         frames = test_frames(root)
@@ -86,12 +87,11 @@ def main() -> None:
                 start = time.perf_counter()
                 detector([frame])
                 times.append((time.perf_counter() - start) * 1000)
-        sets[f"{root.name}_test"] = {"frames": len(frames), "runs": len(times), "median_ms": statistics.median(times),
-                                     "p90_ms": float(np.percentile(times, 90)),
-                                     "verifier_crops_per_frame": round(crops / len(times), 2)}
-        print(f"{root.name:12s} median {sets[f'{root.name}_test']['median_ms']:6.2f} ms  "
-              f"p90 {sets[f'{root.name}_test']['p90_ms']:6.2f} ms  "
-              f"{sets[f'{root.name}_test']['verifier_crops_per_frame']} crops a frame  ({len(times)} runs)")
+        timing = sets[f"{root.name}_test"] = {
+            "frames": len(frames), "runs": len(times), "median_ms": statistics.median(times),
+            "p90_ms": float(np.percentile(times, 90)), "verifier_crops_per_frame": round(crops / len(times), 2)}
+        print(f"{root.name:12s} median {timing['median_ms']:6.2f} ms  p90 {timing['p90_ms']:6.2f} ms  "
+              f"{timing['verifier_crops_per_frame']} crops a frame  ({len(times)} runs)")
     slowest = max(sets.values(), key=lambda s: s["median_ms"])["median_ms"]
     result = {
         "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": args.threads, "spin": False,
