@@ -10,7 +10,7 @@ again the same way: their ``eval.json`` gets the new AP and AP differences to th
 made from, and keeps its latency and source. ``hand-detector-pruned`` was made from hand-detector v3,
 which is no longer in the zoo: pass it as ``--pruned-reference`` (``git show
 702ed13:src/gesturekit/models/zoo/hand-detector/model.pt > runs/init/hand_detector_v3.pt``) to
-refresh that difference. ``hand-verifier``: the AP of the two-stage CPU detector (``TWO_STAGE``:
+refresh that difference. ``hand-verifier``: the AP of the two-stage CPU detector (``TWO_STAGE_*``:
 ``hand-detector-int8`` whose candidates the verifier rescores and refines) and its differences to
 that detector alone. Classifier: macro-F1 and the
 confusion matrix on the held-out 15% of HaGRID crops and on crops cut from the HaGRID `test` frames,
@@ -35,10 +35,10 @@ from gesturekit.runtime.loading import backend_for, load_classifier, load_detect
 RESULTS = Path("benchmarks/results")
 DETECTION_SETS = {"egohands_test": 0.95, "hagrid_hand_test": 0.90, "hands_yolo_test": 0.95}
 CLASSIFICATION_SETS = {"cls_crops_test_test": 0.95, "hagrid_gesture_test": 0.90}
-TWO_STAGE = {"detector": "hand-detector-int8", "verifier": "hand-verifier", "refine_boxes": "small",
-             "candidate_threshold": 0.1}
-"""The two-stage CPU detector (``HandDetector`` with a ``HandVerifier``): its AP goes to the verifier's eval.json
-and, in short, to the detector's (``with_verifier``); ``latency_two_stage.py`` times the same configuration."""
+TWO_STAGE_DETECTOR = "hand-detector-int8"
+TWO_STAGE_VERIFIER = {"verifier": "hand-verifier", "refine_boxes": "small", "candidate_threshold": 0.1}
+"""The two-stage CPU detector (``load_detector(TWO_STAGE_DETECTOR, **TWO_STAGE_VERIFIER)``): its AP goes to the
+verifier's eval.json and, in short, to the detector's (``with_verifier``); ``latency_two_stage.py`` times it."""
 DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.json key for the AP differences)
     "hand-detector-int8": ("hand-detector", "ap50_diff_points_vs_fp32"),
     "hand-detector-pruned": (None, "ap50_diff_points_vs_unpruned"),  # from v3: --pruned-reference
@@ -52,12 +52,11 @@ def evaluate_detector(name: str, plots: bool = True) -> dict:
 
 
 def evaluate_two_stage(alone: dict) -> dict:
-    """``TWO_STAGE`` on the three test sets, every rescored candidate kept (as ``gesturekit evaluate
+    """The two-stage detector on the three test sets, every rescored candidate kept (as ``gesturekit evaluate
     detector --verifier``), with the AP differences to ``alone``, its detector's own result."""
-    detector = load_detector(TWO_STAGE["detector"], threads=2, score_threshold=0.0, **{
-        k: v for k, v in TWO_STAGE.items() if k != "detector"})
+    detector = load_detector(TWO_STAGE_DETECTOR, threads=2, score_threshold=0.0, **TWO_STAGE_VERIFIER)
     result = detection_result(detector, RESULTS / "plots" / "hand-verifier")
-    return {**result, **TWO_STAGE, "trust_threshold": detector.verifier.trust_threshold,
+    return {**result, "detector": TWO_STAGE_DETECTOR, **TWO_STAGE_VERIFIER, "trust_threshold": detector.verifier.trust_threshold,
             "verifier_weight": detector.verifier.weight, "detector_alone_ap50": {
                 k: v["ap50"] for k, v in alone["datasets"].items()},
             "ap50_diff_points_vs_detector_alone": diff_points(result, alone, "ap50"),
@@ -124,9 +123,9 @@ def main() -> None:
     summary = {"hand-detector": evaluate_detector("hand-detector"),
                "gesture-classifier": evaluate_classifier("gesture-classifier")}
     summary.update(evaluate_derived_detectors(summary, args.pruned_reference))
-    two_stage = summary["hand-verifier"] = evaluate_two_stage(summary[TWO_STAGE["detector"]])
-    summary[TWO_STAGE["detector"]]["with_verifier"] = {  # the detector's own eval.json names its two-stage AP too
-        **{k: v for k, v in TWO_STAGE.items() if k != "detector"}, "meets_targets": two_stage["meets_targets"],
+    two_stage = summary["hand-verifier"] = evaluate_two_stage(summary[TWO_STAGE_DETECTOR])
+    summary[TWO_STAGE_DETECTOR]["with_verifier"] = {  # the detector's own eval.json names its two-stage AP too
+        **TWO_STAGE_VERIFIER, "meets_targets": two_stage["meets_targets"],
         "ap50": {k: v["ap50"] for k, v in two_stage["datasets"].items()}, "details": "hand-verifier/eval.json"}
     summary["gesture-classifier-int8"] = int8_result(evaluate_classifier("gesture-classifier-int8"),
                                                      summary["gesture-classifier"])

@@ -9,7 +9,7 @@ threads not spinning). Each set is timed over at least ``--runs`` calls after ``
 (a set with fewer frames is passed over again), and gets its median, p90 and verifier crops per
 frame; the headline is the slowest set's median against the 15 ms target.
 
-    python benchmarks/latency_two_stage.py [--detector hand-detector-int8] [--verifier hand-verifier]
+    python benchmarks/latency_two_stage.py   # defaults: evaluate_zoo.py's TWO_STAGE_DETECTOR and _VERIFIER
 
 Writes benchmarks/results/latency_two_stage.json (``--out``); run it alone (``flock
 /tmp/gesturekit-bench.lock``).
@@ -27,6 +27,7 @@ from typing import get_args
 
 import numpy as np
 import onnxruntime as ort
+from evaluate_zoo import TWO_STAGE_DETECTOR, TWO_STAGE_VERIFIER
 from latency import cpu_name
 from PIL import Image
 
@@ -49,10 +50,10 @@ def test_frames(root: Path) -> list[np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", default="hand-detector-int8")
-    parser.add_argument("--verifier", default="hand-verifier")
-    parser.add_argument("--refine-boxes", default="small", choices=get_args(RefineBoxes))
-    parser.add_argument("--candidate-threshold", type=float, default=0.1)
+    parser.add_argument("--detector", default=TWO_STAGE_DETECTOR)
+    parser.add_argument("--verifier", default=TWO_STAGE_VERIFIER["verifier"])
+    parser.add_argument("--refine-boxes", default=TWO_STAGE_VERIFIER["refine_boxes"], choices=get_args(RefineBoxes))
+    parser.add_argument("--candidate-threshold", type=float, default=TWO_STAGE_VERIFIER["candidate_threshold"])
     parser.add_argument("--score-threshold", type=float, default=0.3, help="the app's primary.score_threshold")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=100, help="the fewest timed calls per set")

@@ -67,31 +67,34 @@ class HandVerifier:
         if self.refine_boxes == "small" and input_scale is None:
             raise GesturekitError("verifier refine_boxes 'small': the detector's input_scale is needed")
         height_width = frame.shape[:2]
-        trusted = [d for d in candidates if d.score >= self.trust_threshold]
         doubtful = [d for d in candidates if self.candidate_threshold <= d.score < self.trust_threshold]
-        moved_trusted = self._trusted_to_move(trusted, height_width, input_scale)
-        cropped = doubtful + moved_trusted
-        uncropped = [d for d in trusted if d not in moved_trusted]
-        if cropped:
-            regions = [self.classifier.region(height_width, d.bbox) for d in cropped]
-            outputs = self.classifier.outputs([frame[y1:y2, x1:x2] for x1, y1, x2, y2 in regions])
-            w, p_hand = self.weight, outputs[0][:, self.hand_index]
-            rescored = [replace(d, score=d.score ** (1 - w) * float(p) ** w) for d, p in zip(doubtful, p_hand)]
-            cropped = rescored + moved_trusted  # trusted ones keep their score
-            if len(outputs) > 1 and self.refine_boxes != "none":  # a box head
-                cropped = [replace(d, bbox=_in_frame(region, box, height_width))
-                           if self.refine_boxes != "small" or self._sharper(region, input_scale) else d
-                           for d, region, box in zip(cropped, regions, outputs[1])]
+        crops = [(d, self.classifier.region(height_width, d.bbox)) for d in doubtful]
+        uncropped = []
+        for d in (d for d in candidates if d.score >= self.trust_threshold):  # cropped only when its box moves
+            region = self.classifier.region(height_width, d.bbox)
+            if self._moves(region, input_scale, trusted=True):
+                crops.append((d, region))
+            else:
+                uncropped.append(d)
+        cropped = []
+        if crops:
+            outputs = self.classifier.outputs([frame[y1:y2, x1:x2] for _, (x1, y1, x2, y2) in crops])
+            boxes = outputs[1] if len(outputs) > 1 else [None] * len(crops)  # a box head, or none
+            w = self.weight
+            for i, ((d, region), p_hand, box) in enumerate(zip(crops, outputs[0][:, self.hand_index], boxes)):
+                rescored = i < len(doubtful)  # trusted ones keep their score
+                if rescored:
+                    d = replace(d, score=d.score ** (1 - w) * float(p_hand) ** w)
+                if box is not None and self._moves(region, input_scale, trusted=not rescored):
+                    d = replace(d, bbox=_in_frame(region, box, height_width))
+                cropped.append(d)
         return sorted(uncropped + cropped, key=lambda d: -d.score)
 
-    def _trusted_to_move(self, trusted: list[Detection], frame_hw: tuple[int, int], input_scale: float | None
-                         ) -> list[Detection]:
-        """The trusted candidates ``refine_boxes`` moves: each costs a crop and keeps its score."""
-        if self.refine_boxes == "all":
-            return trusted
+    def _moves(self, region: tuple[int, int, int, int], input_scale: float | None, trusted: bool) -> bool:
+        """Whether ``refine_boxes`` moves a candidate whose crop is ``region`` to the box the head regresses."""
         if self.refine_boxes == "small":
-            return [d for d in trusted if self._sharper(self.classifier.region(frame_hw, d.bbox), input_scale)]
-        return []
+            return self._sharper(region, input_scale)  # type: ignore[arg-type]
+        return self.refine_boxes == "all" or (self.refine_boxes == "doubtful" and not trusted)
 
     def _sharper(self, region: tuple[int, int, int, int], input_scale: float) -> bool:
         """Whether the crop of ``region`` shows it at a higher resolution than the detector's input."""
