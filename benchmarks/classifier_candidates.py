@@ -13,7 +13,7 @@ The test frames pick nothing by themselves: the script reports every candidate, 
 ships one says which were tried.
 
 Usage: python benchmarks/classifier_candidates.py --candidates gesture-classifier-int8 new=runs/new_int8.onnx ...
-Result: benchmarks/results/experiments/gesture_classifier_candidates.json
+Result: experiments/gesture_classifier_candidates/result.json
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from gesturekit.evaluation.classification import evaluate_classifier_on  # noqa:
 from gesturekit.io import atomic_write_json  # noqa: E402
 from gesturekit.pipeline.predictions import read_predictions  # noqa: E402
 
-OUT = Path(__file__).parent / "results" / "experiments" / "gesture_classifier_candidates.json"
+OUT = cvm.REPO / "experiments" / "gesture_classifier_candidates" / "result.json"
 HELD_OUT_CROPS = cvm.REPO / ".pack" / "cls_crops_test.gkpack"
 
 

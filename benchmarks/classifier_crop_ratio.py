@@ -8,7 +8,7 @@ cascade, a crop smaller than ``secondary.min_crop_size`` gets no gesture and cou
 It is a diagnostic on the test split, not a way to pick the shipped value.
 
 Usage: python benchmarks/classifier_crop_ratio.py [--ratios 1.0 1.15 1.3 1.5]
-Result: benchmarks/results/experiments/classifier_crop_ratio.json
+Result: experiments/classifier_crop_ratio/result.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from gesturekit.evaluation.detection import read_rgb  # noqa: E402
 from gesturekit.io import atomic_write_json  # noqa: E402
 from gesturekit.pipeline.predictions import read_predictions  # noqa: E402
 
-OUT = Path(__file__).parent / "results" / "experiments" / "classifier_crop_ratio.json"
+OUT = cvm.REPO / "experiments" / "classifier_crop_ratio" / "result.json"
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Precision variants (all ONNX Runtime on CPU):
 - ``int8-ptq``: ``calibrate_int8`` (target onnxruntime: U8S8 QDQ, weights per channel, min-max
   ranges) on training images only: EgoHands train, HaGRID val, hands_yolo train.
 - ``int8-qat``: with ``--qat CKPT``, the quantization-aware fine-tuned checkpoint
-  (``benchmarks/gpu/hand_detector_qat.yaml``) through ``export_qat_onnx`` (onnxruntime target:
+  (``recipes/hand_detector_qat.yaml``) through ``export_qat_onnx`` (onnxruntime target:
   U8S8 QDQ). Without it, ``int8-qat-untrained``: the same export path on the float model with the
   fake-quant ranges observed on the calibration images (BatchNorm statistics frozen).
 
@@ -23,7 +23,7 @@ HaGRID and hands_yolo.
 Pruning: ``prune_model`` (L2 criterion, ``-eq union``) at each ``--thresholds`` value; params,
 MACs (for [1,3,352,448]) and FP32 ONNX size before/after, latency, and AP@0.5 **without
 retraining**; with ``--pruned CKPT`` the retrained pruned checkpoint (``gesturekit prune`` then
-``benchmarks/gpu/hand_detector_pruned.yaml``) is measured the same way: that is the model the
+``recipes/hand_detector_pruned.yaml``) is measured the same way: that is the model the
 pruning targets are about.
 
 The INT8 targets are judged on ``int8-qat`` when ``--qat`` is given, else on ``int8-ptq``.

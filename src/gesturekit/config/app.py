@@ -68,7 +68,7 @@ class Primary(StrictModel):
     """The verifier's share of a rescored candidate's score, ``detector ** (1 - w) * p_hand ** w``.
     Higher finds more of HaGRID's low-scored hands and lets through more false positives: of the
     HaGRID test hands the app gets 0.873 / 0.896 / 0.902 right at 0.3 / 0.5 / 0.7, with 0.20 / 0.33
-    / 0.38 detections an image matching no hand (benchmarks/results/experiments/verifier_weight.json),
+    / 0.38 detections an image matching no hand (experiments/verifier_weight/result.json),
     about what a lower ``score_threshold`` trades."""
     refine_boxes: RefineBoxes = "doubtful"
     """Which candidates the verifier's box head moves: those it rescored; ``small``: every one, rescored or

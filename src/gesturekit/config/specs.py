@@ -176,7 +176,7 @@ class DetectorModel(StrictModel):
     cell holding the box centre. Cells centred outside a box cannot regress it; without the rule, a hand
     less than ``2 * positive_radius`` strides tall (a sliver cut by the frame) is learnt from cells above
     and below it, whose boxes reach out to their own centres. Off by default: in paired GPU runs it did
-    not raise test AP (``benchmarks/results/experiments/hand_detector_v4.json``)."""
+    not raise test AP (``experiments/hand_detector_v4/result.json``)."""
     coverage_loss: CoverageLoss = "focal"
     """``focal``: positive cells' coverage is trained towards 1. ``quality_focal`` (GFL): towards the
     IoU of the cell's predicted box with its hand, so scores also rank boxes by fit (scores run

@@ -23,7 +23,7 @@ class HandVerifier:
     20-45 px; the verifier sees each candidate's crop (its crop convention, e.g. 2.0x square) cut
     from the frame itself. A candidate's score becomes ``detector_score ** (1 - weight) *
     p_hand ** weight``: background falls away, and a hand (``p_hand`` near 1) scores a little
-    higher than the detector alone gave it (benchmarks/results/experiments/hand_verifier.json).
+    higher than the detector alone gave it (experiments/hand_verifier/result.json).
 
     Args:
         classifier: a classifier with a ``hand`` class (``gesturekit data mine`` makes its data).
