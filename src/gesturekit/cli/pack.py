@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,15 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from gesturekit.data.classmap import PRESETS, ClassMap, build_class_map
-from gesturekit.data.convert import FORMATS, read_source
-from gesturekit.data.records import ImageAnnotation
-from gesturekit.errors import GesturekitError
+from gesturekit.data.classmap import PRESETS, build_class_map
+from gesturekit.data.convert import FORMATS
+from gesturekit.data.pack_inputs import FOLDERS, build_pack
 
 if TYPE_CHECKING:
-    from gesturekit.data.pack import CropSource, PackSummary
+    from gesturekit.data.pack import PackSummary
 
-FOLDERS = "folders"
 HELP = (
     "Pack images, boxes and splits into one compact .gkpack file for fast training.\n\n"
     "Images are resized so their long side is at most --max-size and stored as JPEG. A detection pack "
@@ -36,25 +33,6 @@ HELP = (
 class Kind(str, Enum):
     detection = "detection"
     classification = "classification"
-
-
-def _source_format(src: Path, fmt: str) -> str:
-    """The format of ``src``: ``kitti`` when it has ``images/``, else ``folders`` (class folders)."""
-    if not src.exists():
-        raise GesturekitError(f"{src}: not found")
-    if fmt != "auto":
-        return fmt
-    return "kitti" if (src / "images").is_dir() else FOLDERS
-
-
-def _read_splits(src: Path, fmt: str, wanted: list[str] | None) -> dict[str, list[ImageAnnotation]]:
-    splits = read_source(fmt, src).splits
-    if wanted is None:
-        return splits
-    missing = [s for s in wanted if s not in splits]
-    if missing:
-        raise GesturekitError(f"{src}: no split {missing[0]!r} (splits: {', '.join(splits) or 'none'})")
-    return {s: splits[s] for s in wanted}
 
 
 def _print_summary(summary: PackSummary) -> None:
@@ -138,69 +116,11 @@ def pack(
     workers: Annotated[int, typer.Option(help="Processes that resize and encode images.")] = 2,
 ) -> None:
     """Pack images, boxes and splits into one .gkpack file (help text: ``HELP``)."""
-    from gesturekit.data.pack import build_classification_pack, build_detection_pack  # lazy: torch
-
-    if out.suffix != ".gkpack":
-        raise GesturekitError(f"{out}: the output must end with .gkpack")
     wanted = [s.strip() for s in splits.split(",") if s.strip()] if splits else None
-    cmap = build_class_map(class_map_preset, class_map)
-    root = Path(os.path.commonpath([str(s.resolve()) for s in sources]))
-    if kind is Kind.detection:
-        summary = build_detection_pack(
-            _detection_annotations(sources, fmt, wanted, cmap),
-            out,
-            max_size,
-            quality,
-            root=root,
-            workers=workers,
-        )
-    else:
-        crops = _crop_sources(sources, fmt, wanted, cmap, holdout, max_per_class, seed)
-        summary = build_classification_pack(
-            crops, out, max_size, quality, context, root=root, workers=workers
-        )
+    summary = build_pack(sources, out, kind.value, fmt, max_size, quality, wanted,
+                         build_class_map(class_map_preset, class_map), holdout, seed, max_per_class, context,
+                         workers)
     _print_summary(summary)
-
-
-def _detection_annotations(
-    sources: list[Path], fmt: str, wanted: list[str] | None, cmap: ClassMap | None
-) -> dict[str, list[ImageAnnotation]]:
-    merged: dict[str, list[ImageAnnotation]] = {}
-    for src in sources:
-        src_fmt = _source_format(src, fmt)
-        if src_fmt == FOLDERS:
-            raise GesturekitError(
-                f"{src}: class folders have no boxes; use --kind classification or a dataset with labels"
-            )
-        for split, anns in _read_splits(src, src_fmt, wanted).items():
-            merged.setdefault(split, []).extend(cmap.apply(anns) if cmap else anns)
-    if not any(merged.values()):
-        raise GesturekitError("nothing to pack: no images in the selected splits")
-    return merged
-
-
-def _crop_sources(
-    sources: list[Path],
-    fmt: str,
-    wanted: list[str] | None,
-    cmap: ClassMap | None,
-    holdout: float,
-    max_per_class: int | None,
-    seed: int,
-) -> list[CropSource]:
-    from gesturekit.data.pack import class_folder_sources, frame_sources
-
-    crops: list[CropSource] = []
-    for src in sources:
-        src_fmt = _source_format(src, fmt)
-        if src_fmt == FOLDERS:
-            found = class_folder_sources(src, cmap, holdout, max_per_class, seed)
-            crops += [c for c in found if wanted is None or c.split in wanted]
-        else:
-            crops += frame_sources(_read_splits(src, src_fmt, wanted), cmap)
-    if not crops:
-        raise GesturekitError("nothing to pack: no images in the selected splits")
-    return crops
 
 
 def register(app: typer.Typer) -> None:
