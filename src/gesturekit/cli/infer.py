@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from gesturekit.config.app import AppConfig, load_app_config
-from gesturekit.config.base import validate_spec
-from gesturekit.pipeline.app import SourceReport, load_models, open_sources, run_app
+from gesturekit.config.app import load_app_config
+from gesturekit.pipeline.app import SourceReport, open_sources
+from gesturekit.pipeline.recognizer import GestureRecognizer, configure
 
 
 class BackendChoice(str, Enum):
@@ -43,19 +43,6 @@ OUT_VIDEO_HELP = (
     "Write the annotated video (boxes, gestures, track ids, FPS). With several sources, one file "
     "per source, numbered like --out-json. Video sources only."
 )
-
-
-def _overrides(config: AppConfig, **values: object) -> AppConfig:
-    """Copy ``config`` with the given ``section.key`` values that are not ``None``."""
-    sections: dict[str, dict[str, object]] = {}
-    for dotted, value in values.items():
-        if value is not None:
-            section, key = dotted.split("__")
-            sections.setdefault(section, {})[key] = value
-    data = config.model_dump(by_alias=True)
-    for section, updates in sections.items():
-        data[section].update(updates)
-    return validate_spec(data, AppConfig, "command line")
 
 
 def _summary(report: SourceReport) -> str:
@@ -144,7 +131,7 @@ def infer(
     base = load_app_config(config)
     if sources:
         base = base.model_copy(update={"sources": list(sources)})
-    cfg = _overrides(
+    cfg = configure(
         base,
         primary__detector=detector,
         primary__backend=backend.value if backend else None,
@@ -169,13 +156,13 @@ def infer(
     echo = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
     opened = open_sources(cfg)
     try:
-        det, cls = load_models(cfg)
+        recognizer = GestureRecognizer(config=cfg)
     except BaseException:
         for source in opened:
             source.close()
         raise
     try:
-        reports = run_app(cfg, det, cls, sources=opened, emit=echo)
+        reports = recognizer.run(opened, emit=echo)
     except KeyboardInterrupt:
         echo("interrupted: outputs hold every frame processed so far")
         raise typer.Exit(130) from None

@@ -353,6 +353,14 @@ def build_cascade(config: AppConfig, detector: Detector, classifier: Classifier 
                    confirm_probability=secondary.confirm_probability, catch_all=secondary.catch_all)
 
 
+def tracker_factory(config: AppConfig) -> Callable[[], IoUTracker] | None:
+    """What builds each video source's tracker as the config describes it; ``None`` when tracking is off."""
+    track = config.tracker
+    if not track.enabled:
+        return None
+    return lambda: IoUTracker(track.iou_threshold, track.max_age, track.vote_window, track.method)
+
+
 def build_sinks(config: AppConfig, sources: Sequence[Source]) -> tuple[list[list[Sink]], list[Sink]]:
     """Per-source JSON/video sinks (paths suffixed by source number when several) and the
     shared preview."""
@@ -427,14 +435,9 @@ def run_app(
         if isinstance(sink, PreviewServer):
             emit(f"preview: http://127.0.0.1:{sink.port}/")
     cascade = build_cascade(config, detector, classifier)
-    track = config.tracker
-    tracker = (
-        (lambda: IoUTracker(track.iou_threshold, track.max_age, track.vote_window, track.method))
-        if track.enabled else None
-    )
     mux = config.streammux
     app = CascadeApp(
-        sources, cascade, sinks, shared_sinks=shared, tracker=tracker, max_frames=mux.max_frames,
+        sources, cascade, sinks, shared_sinks=shared, tracker=tracker_factory(config), max_frames=mux.max_frames,
         queue_size=mux.queue_size, live_queue_size=mux.live_queue_size,
         batch_timeout_s=mux.batch_timeout_s,
         perf=PerfMeter(config.sources, config.sinks.perf_interval_s, emit), detect_workers=config.primary.workers,

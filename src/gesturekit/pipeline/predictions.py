@@ -54,15 +54,16 @@ def prediction_record(
     """The one place that builds a prediction line (as a dict).
 
     Give ``image`` (path relative to the input folder) for a still image, or ``source``,
-    ``frame`` and ``pts`` for a video frame. Boxes are rounded to 2 decimals, scores to 4,
+    ``frame`` and ``pts`` for a video frame, or neither for an image held in memory (the line
+    is then ``{"detections": [...]}``). Boxes are rounded to 2 decimals, scores to 4,
     ``pts`` to milliseconds.
     """
-    if (image is None) == (source is None):
-        raise ValueError("give exactly one of image= or source=")
-    head: dict[str, Any]
+    if image is not None and source is not None:
+        raise ValueError("give image= or source=, not both")
+    head: dict[str, Any] = {}
     if image is not None:
         head = {"image": image}
-    else:
+    elif source is not None:
         if frame is None:
             raise ValueError("a video line needs frame=")
         head = {"source": source, "frame": int(frame), "pts": _round(pts, 3)}
