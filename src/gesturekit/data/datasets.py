@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from gesturekit.data.pack import IMAGE_SUFFIXES, Pack, PackRecord, open_pack, read_rgb
+from gesturekit.data.pack import Pack, PackRecord, open_pack
 from gesturekit.data.transforms import pad_normalized
 from gesturekit.errors import GesturekitError
+from gesturekit.images import IMAGE_SUFFIXES, read_rgb
 
 BoxTuple = tuple[float, float, float, float]
 DetectionTransform = Callable[
@@ -29,10 +30,7 @@ def _load_image(source: Pack | Path, index: int) -> torch.Tensor:
     """Record ``index`` of a pack, or the image file ``source``: uint8 [3, H, W]."""
     if isinstance(source, Pack):
         return source.image(index)
-    try:
-        return read_rgb(source)
-    except OSError as exc:
-        raise GesturekitError(f"{source}: cannot read image: {exc}") from None
+    return torch.from_numpy(read_rgb(source)).permute(2, 0, 1)
 
 
 def _require_items(items: Sequence[object], split: str, sources: Sequence[str | Path]) -> None:

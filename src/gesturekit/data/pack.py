@@ -34,16 +34,15 @@ import torch
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torchvision.transforms.v2.functional import pil_to_tensor
 
 from gesturekit.data.crops import widen_box
 from gesturekit.data.records import ImageAnnotation
 from gesturekit.errors import GesturekitError
+from gesturekit.images import IMAGE_SUFFIXES, read_rgb, to_rgb
 from gesturekit.io import atomic_write
 
 MAGIC = b"GKPACK\x00\x01"
 _HEADER = struct.Struct("<8sQQI")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 PackKind = Literal["detection", "classification"]
 BoxTuple = tuple[float, float, float, float]
 
@@ -130,18 +129,8 @@ class Pack:
 
     def image(self, i: int) -> torch.Tensor:
         """Decode record ``i``: uint8 tensor [3, H, W] (RGB)."""
-        try:
-            return read_rgb(io.BytesIO(self.image_bytes(i)))
-        except OSError as exc:
-            raise GesturekitError(
-                f"{self.path}: record {i} ({self._records[i].source}): corrupt JPEG: {exc}"
-            ) from None
-
-
-def read_rgb(file: str | Path | IO[bytes]) -> torch.Tensor:
-    """Decode an image file (or file object) to a uint8 RGB tensor [3, H, W]; OSError if unreadable."""
-    with Image.open(file) as im:
-        return pil_to_tensor(im.convert("RGB"))
+        name = f"{self.path}: record {i} ({self._records[i].source})"
+        return torch.from_numpy(read_rgb(io.BytesIO(self.image_bytes(i)), name)).permute(2, 0, 1)
 
 
 def open_pack(path: str | Path) -> Pack:
@@ -270,7 +259,7 @@ def _encode(job: _Job) -> _Encoded:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             if job.region is None and scale <= 0.5 and im.format == "JPEG":
                 im.draft("RGB", size)
-            src = im.convert("RGB")
+            src = Image.fromarray(to_rgb(im))
             box = (x1, y1, x2, y2) if job.region is not None else None
             if src.size != orig:  # JPEG draft decoded at a reduced scale
                 src = src.resize(size, Image.Resampling.BILINEAR)
@@ -278,7 +267,7 @@ def _encode(job: _Job) -> _Encoded:
                 src = src.resize(size, Image.Resampling.BILINEAR, box=box)
             buf = io.BytesIO()
             src.save(buf, format="JPEG", quality=job.quality, optimize=True)
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise GesturekitError(f"{job.path}: cannot read image: {exc}") from None
     return _Encoded(buf.getvalue(), orig, size)
 

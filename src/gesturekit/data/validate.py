@@ -10,7 +10,6 @@ from pathlib import Path
 from PIL import Image
 
 from gesturekit.data.formats.kitti import (
-    IMAGE_SUFFIXES,
     format_number,
     kitti_splits,
     label_lines,
@@ -19,6 +18,7 @@ from gesturekit.data.formats.kitti import (
     split_image_names,
 )
 from gesturekit.errors import GesturekitError
+from gesturekit.images import IMAGE_SUFFIXES
 
 
 @dataclass

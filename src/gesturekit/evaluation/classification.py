@@ -12,13 +12,12 @@ from rich.progress import track
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.data.pack import open_pack
 from gesturekit.errors import GesturekitError
-from gesturekit.evaluation.detection import read_rgb
+from gesturekit.images import IMAGE_SUFFIXES, read_rgb
 from gesturekit.io import atomic_write_json
 from gesturekit.metrics.classification import evaluate_classification
 from gesturekit.metrics.plots import save_confusion_matrix
 from gesturekit.runtime.classifier import GestureClassifier
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 def labelled_crops(source: Path, split: str, classifier: GestureClassifier) -> Iterator[tuple[np.ndarray, str]]:

@@ -7,24 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from rich.progress import track
 
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.data.records import ImageAnnotation
 from gesturekit.errors import GesturekitError
+from gesturekit.images import read_rgb
 from gesturekit.io import atomic_write_json
 from gesturekit.metrics.detection import evaluate_detection
 from gesturekit.metrics.plots import save_pr_curve
 from gesturekit.runtime.detector import HandDetector
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError as exc:
-        raise GesturekitError(f"{path}: unreadable image ({exc})") from None
 
 
 def detect_annotations(detector: HandDetector, annotations: Sequence[ImageAnnotation], classes: Sequence[str],

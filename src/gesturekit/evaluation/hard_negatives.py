@@ -11,7 +11,7 @@ from torchvision.ops import nms
 
 from gesturekit.boxes import box_iou
 from gesturekit.data.records import Box, ImageAnnotation
-from gesturekit.evaluation.detection import read_rgb
+from gesturekit.images import read_rgb
 from gesturekit.runtime.detector import Detection, HandDetector
 
 BACKGROUND = "background"

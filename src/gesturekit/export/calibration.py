@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from gesturekit.data.crops import widen_box
 from gesturekit.data.formats.kitti import is_image, read_kitti_dataset
 from gesturekit.errors import GesturekitError
+from gesturekit.images import read_rgb
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +70,7 @@ def select_calibration_items(sources: Sequence[Path], split: str, count: int,
 def read_item(item: CalibrationItem, crop: Mapping[str, Any] | None = None) -> np.ndarray:
     """The item as uint8 RGB [H,W,3]: the whole image, or its box widened by ``crop``
     (``margin_px``, ``enlarge_ratio``, ``square``) and cut out."""
-    try:
-        with Image.open(item.image) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except OSError:
-        raise GesturekitError(f"{item.image}: not a readable image") from None
+    rgb = read_rgb(item.image)
     if item.box is None:
         return rgb
     x1, y1, x2, y2 = widen_box(item.box, (rgb.shape[1], rgb.shape[0]), **dict(crop or {}))

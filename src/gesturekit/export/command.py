@@ -15,12 +15,13 @@ from torch import nn
 
 from gesturekit.data.transforms import pad_to_stride
 from gesturekit.errors import GesturekitError
-from gesturekit.evaluation.detection import evaluate_detector_on, read_rgb
+from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.export import FP32_TOLERANCE
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import convert_fp16, default_calibration_cache, export_precision, quantize_int8
 from gesturekit.export.tensorrt import TENSORRT_MISSING, build_engine, profile_shapes, tensorrt_available
+from gesturekit.images import IMAGE_SUFFIXES, read_rgb
 from gesturekit.models.metadata import read_onnx_metadata
 from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
@@ -30,7 +31,6 @@ from gesturekit.runtime.loading import resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _preprocess(meta: dict, rgb: np.ndarray) -> np.ndarray:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from gesturekit.errors import GesturekitError
+from gesturekit.images import IMAGE_SUFFIXES, read_rgb
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts", ".mpg", ".mpeg"})
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "udp", "tcp", "srt", "http", "https"})
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -108,10 +107,10 @@ class ImageSource(Source):
             if (max_frames is not None and self.stats.frames >= max_frames) or (stop and stop.is_set()):
                 return
             try:
-                with Image.open(path) as img:
-                    image = np.asarray(img.convert("RGB"))
-            except (UnidentifiedImageError, OSError):
+                image = read_rgb(path)
+            except GesturekitError as exc:  # unreadable, or over the pixel limit: skipped like a corrupt frame
                 self.stats.corrupt += 1
+                self.stats.error = str(exc)
                 continue
             self.stats.frames += 1
             yield Frame(self.source_id, index, image, name=path.relative_to(self.root).as_posix())

@@ -15,8 +15,8 @@ from typing import Any
 from gesturekit.data.formats.kitti import check_box, image_size, read_text
 from gesturekit.data.records import Box, ImageAnnotation
 from gesturekit.errors import GesturekitError
+from gesturekit.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def _boxes(entry: Any, width: int, height: int, where: str) -> list[Box]:
 
 
 def _frame(frames_dir: Path, image_id: str, where: str) -> Path:
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in sorted(IMAGE_SUFFIXES, key=lambda s: s != ".jpg"):  # HaGRID's own suffix first
         path = frames_dir / f"{image_id}{suffix}"
         if path.is_file():
             return path

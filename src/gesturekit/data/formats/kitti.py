@@ -27,9 +27,9 @@ from PIL import Image
 
 from gesturekit.data.records import Box, ImageAnnotation
 from gesturekit.errors import GesturekitError
+from gesturekit.images import IMAGE_SUFFIXES
 
 KITTI_FIELDS = 15
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DATASET_ENTRIES = ("images", "labels", "splits", "groups.json")
 NO_SPLIT = "all"  # the split of a source that has no splits of its own
 UNLISTED = "unlisted"  # the split of a source's images that its split files do not list

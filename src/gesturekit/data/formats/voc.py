@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gesturekit.data.formats.kitti import (
-    IMAGE_SUFFIXES,
     NO_SPLIT,
     UNLISTED,
     check_box,
@@ -27,6 +26,7 @@ from gesturekit.data.formats.kitti import (
 )
 from gesturekit.data.records import ImageAnnotation
 from gesturekit.errors import GesturekitError
+from gesturekit.images import IMAGE_SUFFIXES
 
 VOC_SPLITS = ("train", "val", "test")
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
