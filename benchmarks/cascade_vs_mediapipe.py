@@ -57,6 +57,7 @@ from typing import Any
 import av
 import numpy as np
 import onnxruntime as ort
+from common import DATA, LOCK, REPO, RESULTS, cpu_name
 from PIL import Image
 
 from gesturekit.boxes import box_iou
@@ -71,11 +72,8 @@ from gesturekit.pipeline.sources import VideoSource
 from gesturekit.pipeline.tracker import IoUTracker
 from gesturekit.runtime.detector import preprocess_frame
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("GESTUREKIT_DATA", REPO.parent / "shared" / "data"))
 PEERS = REPO.parent / "shared" / "peers" / "mediapipe"
 WORKER = Path(__file__).with_name("mediapipe_worker.py")
-LOCK = Path("/tmp/gesturekit-bench.lock")
 MEDIAPIPE_TO_GESTURENET = {"Closed_Fist": "fist", "Open_Palm": "stop", "Thumb_Up": "thumbs_up", "Victory": "two"}
 """MediaPipe's labels that have a GestureNet class; every other label (None included) -> ``random``."""
 SHARED_CLASSES = ("thumbs_up", "fist", "stop", "two")
@@ -125,11 +123,9 @@ def uncontended(measure: Any, max_foreign_cpu_s: float, retries: int) -> dict[st
 
 
 def machine_info(mp_versions: dict[str, str]) -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
     return {
         "cpu_count": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu_name(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "pyav": av.__version__,
@@ -591,7 +587,7 @@ def main() -> None:
     parser.add_argument("--max-foreign-cpu", type=float, default=1.0,
                         help="CPU seconds other processes may use during a timed run before it is repeated")
     parser.add_argument("--retries", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cascade_vs_mediapipe.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "cascade_vs_mediapipe.json")
     args = parser.parse_args()
 
     videos = {"620x1080": args.video, "640x480": letterboxed_copy(args.video, args.cache_dir)}

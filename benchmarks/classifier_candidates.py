@@ -24,23 +24,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-import cascade_vs_mediapipe as cvm  # noqa: E402  (the benchmark's scoring and app path)
+import cascade_vs_mediapipe as cvm  # the benchmark's scoring and app path
+from common import REPO
 
-from gesturekit.data.formats.kitti import read_kitti_dataset  # noqa: E402
-from gesturekit.evaluation.classification import evaluate_classifier_on  # noqa: E402
-from gesturekit.io import atomic_write_json  # noqa: E402
-from gesturekit.pipeline.predictions import read_predictions  # noqa: E402
+from gesturekit.data.formats.kitti import read_kitti_dataset
+from gesturekit.evaluation.classification import evaluate_classifier_on
+from gesturekit.io import atomic_write_json
+from gesturekit.pipeline.predictions import read_predictions
 
-OUT = cvm.REPO / "experiments" / "gesture_classifier_candidates" / "result.json"
-HELD_OUT_CROPS = cvm.REPO / ".pack" / "cls_crops_test.gkpack"
+OUT = REPO / "experiments" / "gesture_classifier_candidates" / "result.json"
+HELD_OUT_CROPS = REPO / ".pack" / "cls_crops_test.gkpack"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", nargs="+", required=True,
                         help="classifier zoo names or model files, each as NAME=MODEL to name it in the result")
-    parser.add_argument("--dataset", type=Path, default=cvm.REPO / "work" / "hagrid_gesture")
+    parser.add_argument("--dataset", type=Path, default=REPO / "work" / "hagrid_gesture")
     parser.add_argument("--hagrid", type=Path, default=cvm.DATA / "hagrid")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()

@@ -18,20 +18,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import cascade_vs_mediapipe as cvm  # noqa: E402  (the benchmark's scoring and app path)
+import cascade_vs_mediapipe as cvm  # the benchmark's scoring and app path
+from common import REPO
 
-from gesturekit.data.formats.kitti import read_kitti_dataset  # noqa: E402
-from gesturekit.evaluation.detection import read_rgb  # noqa: E402
-from gesturekit.io import atomic_write_json  # noqa: E402
-from gesturekit.pipeline.predictions import read_predictions  # noqa: E402
+from gesturekit.data.formats.kitti import read_kitti_dataset
+from gesturekit.evaluation.detection import read_rgb
+from gesturekit.io import atomic_write_json
+from gesturekit.pipeline.predictions import read_predictions
 
-OUT = cvm.REPO / "experiments" / "classifier_crop_ratio" / "result.json"
+OUT = REPO / "experiments" / "classifier_crop_ratio" / "result.json"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=cvm.REPO / "work" / "hagrid_gesture")
+    parser.add_argument("--dataset", type=Path, default=REPO / "work" / "hagrid_gesture")
     parser.add_argument("--ratios", type=float, nargs="+", default=[1.0, 1.15, 1.3, 1.5])
     args = parser.parse_args()
     annotations = read_kitti_dataset(args.dataset, "test")

@@ -15,12 +15,12 @@ ignored (neither TP nor FP, nor the detections on them). Saves ``benchmarks/resu
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import DATA, REPO, RESULTS
 
 from gesturekit.boxes import box_iou
 from gesturekit.data.formats.hagrid import read_hagrid
@@ -30,8 +30,6 @@ from gesturekit.io import atomic_write_json
 from gesturekit.metrics.detection import evaluate_detection
 from gesturekit.runtime.loading import backend_for, load_detector
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("GESTUREKIT_DATA", REPO.parent / "shared" / "data"))
 IDLE_LABEL = "no_gesture"
 MATCH_IOU = 0.5
 HEIGHT_BINS = ((0, 32), (32, 96), (96, float("inf")))
@@ -131,7 +129,7 @@ def main() -> None:
     parser.add_argument("--edge-px", type=float, default=2.0)
     parser.add_argument("--hagrid", type=Path, default=DATA / "hagrid",
                         help="the HaGRID release the hagrid* dataset was converted from (its labels name the idle hands)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detector_misses.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "detector_misses.json")
     args = parser.parse_args()
 
     detector = load_detector(args.detector, backend_for(args.detector), score_threshold=args.floor,

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from common import DATA, RESULTS, cpu_name
 from PIL import Image
 
 from gesturekit.io import atomic_write_json
@@ -34,7 +34,6 @@ from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.loading import resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
-DATA = Path(os.environ.get("GESTUREKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def timed(fn, runs: int, warmup: int = 20) -> dict[str, float]:
@@ -49,20 +48,13 @@ def timed(fn, runs: int, warmup: int = 20) -> dict[str, float]:
             "min_ms": min(times), "runs": runs}
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--detector", default="hand-detector")
     parser.add_argument("--classifier", default="gesture-classifier")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "latency.json")
     args = parser.parse_args()
 
     frame_path = DATA / "egohands" / "images" / "CARDS_LIVINGROOM_B_T_frame_0032.jpg"

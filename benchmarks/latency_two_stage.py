@@ -9,7 +9,7 @@ threads not spinning). Each set is timed over at least ``--runs`` calls after ``
 (a set with fewer frames is passed over again), and gets its median, p90 and verifier crops per
 frame; the headline is the slowest set's median against the 15 ms target.
 
-    python benchmarks/latency_two_stage.py   # defaults: evaluate_zoo.py's TWO_STAGE_DETECTOR and _VERIFIER
+    python benchmarks/latency_two_stage.py   # defaults: the configuration hand-verifier's eval.json scores
 
 Writes benchmarks/results/latency_two_stage.json (``--out``); run it alone (``flock
 /tmp/gesturekit-bench.lock``).
@@ -18,6 +18,7 @@ Writes benchmarks/results/latency_two_stage.json (``--out``); run it alone (``fl
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -27,16 +28,15 @@ from typing import get_args
 
 import numpy as np
 import onnxruntime as ort
-from evaluate_zoo import TWO_STAGE_DETECTOR, TWO_STAGE_VERIFIER
-from latency import cpu_name
+from common import REPO, RESULTS, cpu_name
 from PIL import Image
 
 from gesturekit.config.app import RefineBoxes
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.io import atomic_write_json
+from gesturekit.models.zoo import EVAL, zoo_path
 from gesturekit.runtime.loading import load_detector
 
-REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("egohands", "hagrid_hand", "hands_yolo")
 FRAME_SIZE = (640, 480)
 TARGET_MEDIAN_MS = 15.0
@@ -49,17 +49,18 @@ def test_frames(root: Path) -> list[np.ndarray]:
 
 
 def main() -> None:
+    scored = json.loads((zoo_path("hand-verifier") / EVAL).read_text())  # the pair whose AP the zoo records
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", default=TWO_STAGE_DETECTOR)
-    parser.add_argument("--verifier", default=TWO_STAGE_VERIFIER["verifier"])
-    parser.add_argument("--refine-boxes", default=TWO_STAGE_VERIFIER["refine_boxes"], choices=get_args(RefineBoxes))
-    parser.add_argument("--candidate-threshold", type=float, default=TWO_STAGE_VERIFIER["candidate_threshold"])
+    parser.add_argument("--detector", default=scored["detector"])
+    parser.add_argument("--verifier", default=scored["verifier"])
+    parser.add_argument("--refine-boxes", default=scored["refine_boxes"], choices=get_args(RefineBoxes))
+    parser.add_argument("--candidate-threshold", type=float, default=scored["candidate_threshold"])
     parser.add_argument("--score-threshold", type=float, default=0.3, help="the app's primary.score_threshold")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=100, help="the fewest timed calls per set")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--datasets", type=Path, nargs="+", default=[REPO / "work" / name for name in DATASETS])
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "latency_two_stage.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latency_two_stage.json")
     args = parser.parse_args()
 
     detector = load_detector(args.detector, threads=args.threads, score_threshold=args.score_threshold,

@@ -29,34 +29,27 @@ pruning targets are about.
 The INT8 targets are judged on ``int8-qat`` when ``--qat`` is given, else on ``int8-ptq``.
 The pruning AP target is judged on EgoHands and HaGRID test (``PRUNE_AP_DATASETS``); the drop over
 every set is reported beside it.
-``--zoo-int8 DIR`` writes that model as a zoo entry: ``model.onnx``, ``spec.yaml``, ``eval.json``
-and, for PTQ, ``model.calib.json``; for QAT, ``model.pt`` (the QAT checkpoint, so that
-``gesturekit export`` can re-export it). ``--zoo-pruned DIR`` writes the ``eval.json`` of the pruned
-zoo entry (packaged by ``gesturekit models package``; pass its ``model.pt`` as ``--pruned``).
+``--save-models DIR`` keeps the measured ONNX files (``DIR/<variant>.onnx``, PTQ's calibration cache
+beside it), from which ``tools/release/write_zoo_entry.py`` makes a zoo entry with this run's figures.
 
 Usage: python benchmarks/optimize_detector.py [--runs 200] [--qat RUN/best.pt] [--pruned RUN/best.pt]
-                                              [--zoo-int8 src/gesturekit/models/zoo/hand-detector-int8]
-                                              [--zoo-pruned src/gesturekit/models/zoo/hand-detector-pruned]
+                                              [--save-models runs/optimize]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
-import platform
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-import yaml
+from common import REPO, RESULTS, bench_lock, cpu_name
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -65,7 +58,7 @@ from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.export.calibration import CalibrationItem, calibration_inputs, select_calibration_items
 from gesturekit.export.onnx import export_onnx
 from gesturekit.export.precision import convert_fp16, default_calibration_cache, quantize_int8
-from gesturekit.io import atomic_write_bytes, atomic_write_json
+from gesturekit.io import atomic_write_json
 from gesturekit.models.zoo import zoo_path
 from gesturekit.optimize.prune import model_stats, prune_model
 from gesturekit.optimize.quantize import ActivationQuantizer, export_qat_onnx, prepare_qat
@@ -73,9 +66,7 @@ from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "work"
-LOCK = Path("/tmp/gesturekit-bench.lock")
+WORK = REPO / "work"
 CALIBRATION = ((WORK / "egohands", "train"), (WORK / "hagrid_hand", "val"), (WORK / "hands_yolo", "train"))
 EVALUATION = (WORK / "egohands", WORK / "hagrid_hand", WORK / "hands_yolo")
 FRAME_SIZE = (640, 480)
@@ -84,17 +75,6 @@ TARGETS = {"int8_speedup": 1.5, "int8_ap_drop_points": 1.0, "prune_params_percen
            "prune_macs_percent": 40.0, "prune_ap_drop_points_after_retraining": 1.0}
 PRUNE_AP_DATASETS = ("egohands_test", "hagrid_hand_test")
 """The test sets the pruning AP target names (#5: EgoHands and HaGRID); the drop over every set is reported too."""
-
-
-@contextlib.contextmanager
-def bench_lock() -> Iterator[None]:
-    """Exclusive ``flock`` on the shared benchmark lock file (other jobs time things too)."""
-    with open(LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def calibration_items(count: int) -> list[CalibrationItem]:
@@ -118,13 +98,6 @@ def qat_export(checkpoint: Path, qat_checkpoint: Path | None, items: list[Calibr
             for image in calibration_inputs(items, lambda rgb: preprocess_frame(rgb, size)[0]):
                 model.export_forward(torch.from_numpy(image))
     return export_qat_onnx(model.eval(), out, torch.zeros(1, 3, size, size))
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def test_frame() -> np.ndarray:
@@ -213,7 +186,7 @@ def evaluate(path: Path, threads: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="hand-detector", help="zoo name of the detector")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "optimize_detector.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "optimize_detector.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
@@ -223,13 +196,9 @@ def main() -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.6, 0.7])
     parser.add_argument("--qat", type=Path, default=None, help="QAT fine-tuned checkpoint of the detector")
     parser.add_argument("--pruned", type=Path, default=None, help="retrained pruned checkpoint of the detector")
-    parser.add_argument("--zoo-int8", type=Path, default=None,
-                        help="write the INT8 zoo entry here (QAT with --qat, else PTQ)")
-    parser.add_argument("--zoo-pruned", type=Path, default=None,
-                        help="write eval.json of the pruned zoo entry here (needs --pruned)")
+    parser.add_argument("--save-models", type=Path, default=None,
+                        help="keep the measured ONNX files here (tools/release/write_zoo_entry.py reads them)")
     args = parser.parse_args()
-    if args.zoo_pruned is not None and args.pruned is None:
-        parser.error("--zoo-pruned: needs --pruned")
     if args.runs < 100:
         parser.error("--runs: at least 100")
     console = Console(width=200)
@@ -355,67 +324,20 @@ def main() -> None:
             "targets": targets,
         }
         atomic_write_json(args.out, result)
-        if args.zoo_int8 is not None:
-            write_zoo_entry(args.zoo_int8, variants[int8_name], source, chosen, base_ms, args.threads, batch_shape,
-                            args.qat)
-        if args.zoo_pruned is not None:
-            write_pruned_eval(args.zoo_pruned, retrained, base_ms, args.threads, batch_shape, source.name)
+        if args.save_models is not None:
+            save_models(args.save_models, {**variants, **pruned_paths})
 
     print_tables(console, result)
     console.print(f"wrote {args.out}")
 
 
-def write_zoo_entry(out: Path, int8: Path, source: Path, row: dict, base_ms: float, threads: int,
-                    shape: list[int], qat: Path | None) -> None:
-    """The INT8 zoo entry: model.onnx, spec.yaml, eval.json, and the PTQ calibration cache or the
-    QAT checkpoint (``model.pt``, its training spec as ``spec.yaml``)."""
-    # read before the stale files go: the QAT checkpoint may be out/model.pt itself
-    state = None if qat is None else torch.load(qat, map_location="cpu", weights_only=True)
-    for stale in (out / "model.pt", default_calibration_cache(out / "model.onnx")):
-        stale.unlink(missing_ok=True)
+def save_models(out: Path, paths: dict[str, Path]) -> None:
+    """Copy each variant's ONNX file to ``out/<variant>.onnx``, with its calibration cache where it has one."""
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(int8, out / "model.onnx")
-    if qat is None:
-        calibration = row["calibration"]
-        shutil.copyfile(default_calibration_cache(int8), default_calibration_cache(out / "model.onnx"))
-        shutil.copyfile(source / "spec.yaml", out / "spec.yaml")
-        how = {"quantization": "PTQ INT8 QDQ (onnxruntime target, per-channel weights)",
-               "calibration": f"{calibration['images']} training images of {', '.join(calibration['sources'])} "
-                              f"({calibration['method']})"}
-    else:
-        torch.save({k: state[k] for k in ("model", "metadata", "epoch", "spec", "version") if k in state},
-                   out / "model.pt")
-        atomic_write_bytes(out / "spec.yaml", yaml.safe_dump(state["spec"], sort_keys=False).encode())
-        # a run stopped before its end has no training summary: its checkpoint's epoch and spec say what ran
-        planned = state["spec"]["training"]
-        training = state["metadata"].get("training") or {
-            "epochs": f"{state['epoch']} of {planned['epochs']} (the run stopped there)",
-            "precision": planned["precision"]}
-        how = {"quantization": "QAT INT8 QDQ (onnxruntime target: uint8 activations, int8 per-channel weights)",
-               "qat_training": {k: training.get(k) for k in ("epochs", "global_batch_size", "precision", "device",
-                                                             "wall_time_s", "images_seen")}}
-    atomic_write_json(out / "eval.json", {
-        "task": "detection", "split": "test", "datasets": row["accuracy"],
-        "ap50_diff_points_vs_fp32": row["ap50_diff_points_vs_fp32"],
-        "latency": {"median_ms": row["median_ms"], "fp32_median_ms": base_ms, "speedup_vs_fp32": row["speedup_vs_fp32"],
-                    "threads": threads, "input_shape": shape, "device": f"{cpu_name()}, ONNX Runtime {ort.__version__}"},
-        "source": {"model": source.name, **how, "benchmark": "benchmarks/optimize_detector.py"},
-    })
-
-
-def write_pruned_eval(out: Path, row: dict, base_ms: float, threads: int, shape: list[int], source: str) -> None:
-    """``eval.json`` of the pruned zoo entry: accuracy, AP change and size against the unpruned model, latency."""
-    atomic_write_json(out / "eval.json", {
-        "task": "detection", "split": "test", "datasets": row["accuracy"],
-        "ap50_diff_points_vs_unpruned": row["ap50_diff_points_vs_fp32"],
-        "reduction_percent_vs_unpruned": row["reduction_percent"], "params": row["after"]["params"],
-        "macs": row["after"]["macs"],
-        "latency": {"median_ms": row["median_ms"], "unpruned_median_ms": base_ms,
-                    "speedup_vs_unpruned": row["speedup_vs_fp32"], "threads": threads, "input_shape": shape,
-                    "device": f"{cpu_name()}, ONNX Runtime {ort.__version__}"},
-        "source": {"model": source, "pruning": "gesturekit prune -eq union, then retrained by spec.yaml",
-                   "training": row["training"], "benchmark": "benchmarks/optimize_detector.py"},
-    })
+    for name, path in paths.items():
+        shutil.copyfile(path, out / f"{name}.onnx")
+        if default_calibration_cache(path).is_file():
+            shutil.copyfile(default_calibration_cache(path), default_calibration_cache(out / f"{name}.onnx"))
 
 
 def print_tables(console: Console, result: dict) -> None:

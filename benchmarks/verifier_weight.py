@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cascade_vs_mediapipe import DATA, REPO, Gesturekit, cascade_accuracy, hagrid_labels, image_folder, score_gesturekit
+from cascade_vs_mediapipe import Gesturekit, cascade_accuracy, hagrid_labels, image_folder, score_gesturekit
+from common import DATA, REPO
 from gesturekit.data.formats.kitti import read_kitti_dataset
 from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.io import atomic_write_json

@@ -1,11 +1,12 @@
 """Evaluate the shipped zoo models on held-out real data; write each model's eval.json.
 
     bash benchmarks/gpu/make_packs.sh      # once: KITTI datasets under work/, test packs under .pack/
-    python benchmarks/evaluate_zoo.py
+    python tools/release/evaluate_zoo.py
+    python tools/release/models_doc.py     # docs/models.md from the new eval.json files
 
 Detector (``hand-detector``): AP@0.5 (VOC), AP@0.5:0.95 (COCO) and KITTI AP@0.7 on the EgoHands
 test split, the HaGRID `test` frames (every annotated hand) and the hands_yolo test split. Its INT8
-and pruned derivatives (made, timed and first evaluated by ``optimize_detector.py``) are evaluated
+and pruned derivatives (made, timed and first evaluated by ``benchmarks/optimize_detector.py``) are evaluated
 again the same way: their ``eval.json`` gets the new AP and AP differences to the model each was
 made from, and keeps its latency and source. ``hand-detector-pruned`` was made from hand-detector v3,
 which is no longer in the zoo: pass it as ``--pruned-reference`` (``git show
@@ -15,8 +16,7 @@ refresh that difference. ``hand-verifier``: the AP of the two-stage CPU detector
 that detector alone. Classifier: macro-F1 and the
 confusion matrix on the held-out 15% of HaGRID crops and on crops cut from the HaGRID `test` frames,
 for ``gesture-classifier`` and ``gesture-classifier-int8`` (with its macro-F1 difference to FP32).
-Results: src/gesturekit/models/zoo/<name>/eval.json, benchmarks/results/zoo_eval.json, plots in
-benchmarks/results/plots/.
+Results: src/gesturekit/models/zoo/<name>/eval.json; PR curves and confusion matrices in docs/models/<name>/.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ from gesturekit.models.zoo import EVAL, zoo_path
 from gesturekit.runtime.detector import HandDetector
 from gesturekit.runtime.loading import backend_for, load_classifier, load_detector
 
-RESULTS = Path("benchmarks/results")
+PLOTS = Path("docs/models")
 DETECTION_SETS = {"egohands_test": 0.95, "hagrid_hand_test": 0.90, "hands_yolo_test": 0.95}
 CLASSIFICATION_SETS = {"cls_crops_test_test": 0.95, "hagrid_gesture_test": 0.90}
 TWO_STAGE_DETECTOR = "hand-detector-int8"
 TWO_STAGE_VERIFIER = {"verifier": "hand-verifier", "refine_boxes": "small", "candidate_threshold": 0.1}
-"""The two-stage CPU detector (``load_detector(TWO_STAGE_DETECTOR, **TWO_STAGE_VERIFIER)``): its AP goes to the
-verifier's eval.json and, in short, to the detector's (``with_verifier``); ``latency_two_stage.py`` times it."""
+"""The two-stage CPU detector (``load_detector(TWO_STAGE_DETECTOR, **TWO_STAGE_VERIFIER)``): its AP and this
+configuration go to the verifier's eval.json and, in short, to the detector's (``with_verifier``);
+``benchmarks/latency_two_stage.py`` times the configuration that eval.json names."""
 DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.json key for the AP differences)
     "hand-detector-int8": ("hand-detector", "ap50_diff_points_vs_fp32"),
     "hand-detector-pruned": (None, "ap50_diff_points_vs_unpruned"),  # from v3: --pruned-reference
@@ -48,14 +49,14 @@ DERIVED_DETECTORS = {  # zoo name: (the zoo model it was made from, its eval.jso
 
 def evaluate_detector(name: str, plots: bool = True) -> dict:
     """A zoo detector (or a checkpoint, ``plots=False``) on the three test sets."""
-    return detection_result(load_detector(name, backend_for(name), threads=2), RESULTS / "plots" / name if plots else None)
+    return detection_result(load_detector(name, backend_for(name), threads=2), PLOTS / name if plots else None)
 
 
 def evaluate_two_stage(alone: dict) -> dict:
     """The two-stage detector on the three test sets, every rescored candidate kept (as ``gesturekit evaluate
     detector --verifier``), with the AP differences to ``alone``, its detector's own result."""
     detector = load_detector(TWO_STAGE_DETECTOR, threads=2, score_threshold=0.0, **TWO_STAGE_VERIFIER)
-    result = detection_result(detector, RESULTS / "plots" / "hand-verifier")
+    result = detection_result(detector, PLOTS / "hand-verifier")
     return {**result, "detector": TWO_STAGE_DETECTOR, **TWO_STAGE_VERIFIER, "trust_threshold": detector.verifier.trust_threshold,
             "verifier_weight": detector.verifier.weight, "detector_alone_ap50": {
                 k: v["ap50"] for k, v in alone["datasets"].items()},
@@ -102,7 +103,7 @@ def evaluate_derived_detectors(summary: dict, pruned_reference: Path | None) -> 
 def evaluate_classifier(name: str) -> dict:
     classifier = load_classifier(name, threads=2)
     results = evaluate_classifier_on(classifier, [Path(".pack/cls_crops_test.gkpack"), Path("work/hagrid_gesture")],
-                                     "test", out_dir=RESULTS / "plots" / name)
+                                     "test", out_dir=PLOTS / name)
     return {
         "task": "classification", "split": "test", "datasets": results,
         "targets_macro_f1": CLASSIFICATION_SETS,
@@ -131,7 +132,6 @@ def main() -> None:
                                                      summary["gesture-classifier"])
     for name, result in summary.items():
         atomic_write_json(zoo_path(name) / EVAL, result)
-    atomic_write_json(RESULTS / "zoo_eval.json", summary)
     for name, result in summary.items():
         for dataset, r in result["datasets"].items():
             key = "ap50" if result["task"] == "detection" else "macro_f1"
