@@ -119,7 +119,7 @@ def test_models_cli(zoo_at, tmp_path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "hand-detector" in result.output and "voc.ap50 0.8765" in result.output
+    assert "hand-detector" in result.output and "ap50 0.8765" in result.output and "voc" in result.output
     out = tmp_path / "card.md"
     result = runner.invoke(app, ["card", "hand-detector", "-o", str(out)])
     assert result.exit_code == 0 and out.read_text() == zoo.model_card("hand-detector") + "\n"

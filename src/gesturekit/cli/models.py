@@ -19,22 +19,46 @@ app = typer.Typer(
 )
 
 
+LIST_COLUMNS = ("name", "task", "metric", "input", "evaluated on", "classes", "architecture")
+"""``models list``'s columns by importance: where the terminal is too narrow the last ones give way first."""
+
+
+def _zoo_table(rows: list[dict[str, str]], columns: tuple[str, ...]) -> Table:
+    table = Table()
+    for column in columns:
+        table.add_column(column, no_wrap=column == "name")
+    for row in rows:
+        table.add_row(*(escape(row[c]) for c in columns))
+    return table
+
+
+def _headline_cells(headline: tuple[str, float] | None) -> dict[str, str]:
+    """``metric`` and ``evaluated on`` of an eval.json headline such as ``("datasets.egohands_test.ap50", 0.95)``."""
+    if headline is None:
+        return {"metric": "-", "evaluated on": "-"}
+    *where, metric = headline[0].removeprefix("datasets.").split(".")
+    return {"metric": f"{metric} {headline[1]:.4f}", "evaluated on": ".".join(where) or "-"}
+
+
 @app.command("list")
 def list_models() -> None:
-    """Print the zoo models: task, architecture, input size, classes and main evaluation metric."""
+    """Print the zoo models: task, main evaluation metric and its test set, input size, classes and architecture."""
     from gesturekit.models.zoo import list_zoo  # lazy: keeps `gesturekit --help` free of torch
 
     entries = list_zoo()
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False)
     if not entries:
         console.print("the model zoo is empty")
         return
-    table = Table("name", "task", "architecture", "input", "classes", "metric")
-    for e in entries:
-        arch = e.arch + (f" ({e.backbone})" if e.backbone else "")
-        metric = f"{e.headline[0]} {e.headline[1]:.4f}" if e.headline else "-"
-        table.add_row(e.name, e.task, arch, str(e.input_size), escape(", ".join(e.classes)), escape(metric))
-    console.print(table)
+    rows = [{"name": e.name, "task": e.task, "input": str(e.input_size), "classes": ", ".join(e.classes),
+             "architecture": e.arch + (f" ({e.backbone})" if e.backbone else ""), **_headline_cells(e.headline)}
+            for e in entries]
+    # the most columns that fit unwrapped; with only name and task left, the task wraps rather than the name
+    unbounded = console.options.update_width(10_000)
+    count = next((n for n in range(len(LIST_COLUMNS), 2, -1)
+                  if console.measure(_zoo_table(rows, LIST_COLUMNS[:n]), options=unbounded).maximum <= console.width),
+                 2)
+    console.print(_zoo_table(rows, LIST_COLUMNS[:count]))
 
 
 @app.command()
