@@ -24,11 +24,13 @@ class Int8Target(str, Enum):
 
 
 def export(
-    model: Annotated[str, typer.Option("--model", "-m", help="A training checkpoint (.pt, e.g. results/best.pt; "
-                                       "a QAT checkpoint exports as int8), a directory with model.pt, a zoo "
-                                       "model name, or an FP32 .onnx file to convert to fp16 or int8 (compared "
-                                       "with that file instead of PyTorch).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", show_default=False)],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Required. A training checkpoint (.pt, e.g. "
+                                                 "results/best.pt; a QAT checkpoint exports as int8), a directory "
+                                                 "with model.pt, a zoo model name, or an FP32 .onnx file to convert "
+                                                 "to fp16 or int8 (compared with that file instead of PyTorch).",
+                                                 show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Required. The .onnx file to write.",
+                                                   show_default=False)] = None,
     precision: Annotated[ExportPrecision, typer.Option(
         help="Numeric precision: fp32; fp16 (float16 weights and activations, float32 inputs and outputs); "
         "int8 (QDQ: the ranges a QAT checkpoint learned, else post-training calibration, which needs "
@@ -72,6 +74,8 @@ def export(
     Example: gesturekit export -m hand-detector -o det-int8.onnx --precision int8
     --calibration-images work/egohands --eval-dataset work/egohands
     """
+    if model is None or output is None:
+        raise typer.BadParameter("--model and --output are required", param_hint="export")
     from gesturekit.export.command import run_export  # lazy: torch and ONNX load when the command runs
 
     run_export(model, output, precision.value, calibration_images, calibration_split, num_calibration,

@@ -22,14 +22,15 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from gesturekit.cli import data, evaluate, export, infer, models, pack, prune, train
+    from gesturekit.cli import data, evaluate, export, infer, models, pack, prune, serve, train
 
     pack.register(data.app)
     app.add_typer(data.app, name="data", help="Convert, validate, inspect and pack datasets (KITTI layout).")
     app.add_typer(train.app, name="train")
     app.add_typer(evaluate.app, name="evaluate")
     app.command("prune")(prune.prune)
-    app.command("export")(export.export)
+    app.add_typer(serve.export_group(export.export), name="export")
+    app.command("serve")(serve.serve)
     app.command("infer")(infer.infer)
     app.add_typer(models.app, name="models")
 

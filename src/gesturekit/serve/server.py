@@ -1,0 +1,174 @@
+"""Run a model repository on the ``tritonserver`` binary that the ``nvidia-pytriton`` wheel ships.
+
+The repository's Python-backend models run in Triton's ``triton_python_backend_stub``, an embedded
+Python that links ``libpython3.X.so.1.0`` dynamically. Left to the loader, it finds the system's
+libpython of that minor version first (Debian's 3.11.2 beside a pyenv 3.11.7), which then runs the
+interpreter's site-packages and standard library on a different C runtime: without numpy, or failing
+with ``'_thread.RLock' object has no attribute '_recursion_count'`` once ``multiprocessing`` starts its
+resource tracker (PyTriton issue 51). The server is therefore started with the running interpreter's
+own library directory first on ``LD_LIBRARY_PATH`` (docs/serving.md); an interpreter built without a
+shared libpython is refused with one line.
+
+The server process gets SIGTERM should this process die (``PR_SET_PDEATHSIG``), so no
+``tritonserver`` outlives its parent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from gesturekit.errors import GesturekitError
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where the server listens (``host`` only: 127.0.0.1 unless asked)."""
+
+    host: str = "127.0.0.1"
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def urls(self) -> dict[str, str]:
+        return {"http": f"http://{self.host}:{self.http}", "grpc": f"grpc://{self.host}:{self.grpc}",
+                "metrics": f"http://{self.host}:{self.metrics}/metrics"}
+
+
+def _distribution() -> Path:
+    try:
+        import pytriton
+    except ImportError:
+        raise GesturekitError("gesturekit serve needs the serve extra: pip install 'gesturekit[serve]'") from None
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def python_library_dir() -> str:
+    """The directory of the running interpreter's ``libpython`` (what the backend stub must embed)."""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise GesturekitError(f"{sys.executable}: this Python has no shared libpython, which Triton's Python "
+                              "backend embeds (use a Python built with --enable-shared: distribution, pyenv "
+                              "with PYTHON_CONFIGURE_OPTS=--enable-shared, conda, uv)")
+    return str(sysconfig.get_config_var("LIBDIR"))
+
+
+def prepare_backends(workdir: Path) -> Path:
+    """A backend directory in ``workdir`` holding the Python backend and the stub of this Python."""
+    dist = _distribution()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise GesturekitError(f"{stub}: nvidia-pytriton has no Python backend stub for Python {version}")
+    target = workdir / "backends" / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (dist / "backends" / "python").iterdir():
+        if file.is_file():
+            shutil.copy2(file, target / file.name)
+    shutil.copy2(stub, target / stub.name)
+    return workdir / "backends"
+
+
+def server_environment() -> dict[str, str]:
+    """The environment of ``tritonserver``: this Python's libpython, then the wheel's own libraries."""
+    libs = _distribution().parent.parent / "nvidia_pytriton.libs"
+    paths = [python_library_dir(), str(libs), os.environ.get("LD_LIBRARY_PATH", "")]
+    return {**os.environ, "LD_LIBRARY_PATH": ":".join(p for p in paths if p)}
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class TritonServer:
+    """A ``tritonserver`` process over ``repository``, ready on return of :meth:`start`.
+
+    Args:
+        repository: a model repository whose models the wheel's server can run (Python backend).
+        ports: addresses to listen on.
+        workdir: where the backend directory is prepared.
+        log: the server's log file (default: ``workdir/tritonserver.log``).
+    """
+
+    def __init__(self, repository: Path, ports: Ports, workdir: Path, log: Path | None = None) -> None:
+        self.repository = Path(repository)
+        self.ports = ports
+        self.workdir = Path(workdir)
+        self.log = log or self.workdir / "tritonserver.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self, backends: Path) -> list[str]:
+        host, ports = self.ports.host, self.ports
+        return [str(_distribution() / "bin" / "tritonserver"), f"--model-repository={self.repository}",
+                f"--backend-directory={backends}", f"--http-address={host}", f"--http-port={ports.http}",
+                f"--grpc-address={host}", f"--grpc-port={ports.grpc}", f"--metrics-address={host}",
+                f"--metrics-port={ports.metrics}", "--allow-metrics=true", "--allow-gpu-metrics=false",
+                "--strict-readiness=true", "--exit-timeout-secs=10", "--log-info=true"]
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Start the server and wait until ``/v2/health/ready`` answers 200.
+
+        Raises:
+            GesturekitError: the server exited or was not ready in time (with the log's last line).
+        """
+        command = self.command(prepare_backends(self.workdir))
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=server_environment(),
+                                            preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout_s
+        url = f"{self.ports.urls()['http']}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise GesturekitError(f"tritonserver exited with code {self.process.returncode}: {self.last_error()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise GesturekitError(f"tritonserver not ready after {timeout_s:.0f} s: {self.last_error()}")
+
+    def last_error(self) -> str:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.is_file() else []
+        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
+        return (errors or lines or [f"no output (log {self.log})"])[-1].strip()
+
+    def wait(self) -> int:
+        """Block until the server exits; its exit code."""
+        if self.process is None:
+            raise GesturekitError("tritonserver was not started")
+        return self.process.wait()
+
+    def stop(self) -> int | None:
+        """SIGTERM the server (it unloads the models and stops their stubs), SIGKILL after a timeout."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()
+        try:
+            return self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
