@@ -1,61 +1,13 @@
 """INT8 quantization: quantization-aware training (QAT) and post-training calibration (PTQ).
 
-Both produce *QDQ* ONNX: standard ``QuantizeLinear``/``DequantizeLinear`` pairs around float
-operators, which ONNX Runtime fuses into INT8 kernels (``QLinearConv``, ...) and TensorRT builds as
-explicit-precision INT8 engines without a calibration table.
-
-Why these toolkits:
-
-- **QAT: small fake-quant modules of our own** (the design of NVIDIA's pytorch-quantization, which
-  TAO's QAT follows): every Conv2d/Linear quantizes its input per tensor, on the target's grid
-  (below), and its weight per output channel, symmetric INT8 (zero point 0), with
-  ``torch.fake_quantize_per_tensor_affine`` / ``torch.fake_quantize_per_channel_affine``
-  (straight-through gradients). Activation ranges are EMAs, seen in training mode, of the batch
-  max |x| (``tensorrt``) or of the batch min and max (``onnxruntime``); weight ranges are the
-  current per-channel max. The modules subclass Conv2d/Linear, so parameter names, the
-  optimizer, DDP, AMP and the training loop are untouched, and ``export_onnx`` (the TorchScript
-  exporter) writes each fake-quant op as a Q/DQ pair. Before export, BatchNorm is folded into the
-  convolution: with per-channel symmetric weight scales this is exact (folding scales a
-  channel's weights and its scale alike); after it, the weights are stored as INT8 initializers
-  (``store_int8_weights``), as PTQ stores them. A QAT checkpoint reloads with its quantizers
-  (``runtime.loading``), and ``gesturekit export -m QAT.pt --precision int8`` exports its
-  learned ranges (no calibration).
-  Input quantizers alone do not give ONNX Runtime the graph it fuses: it makes ``DQ -> Conv -> Q``
-  a ``QLinearConv`` only when the convolution's output (after a ReLU/Clip it folds) goes to one
-  ``QuantizeLinear``, and ``DQ -> Add -> Q`` a ``QLinearAdd``; a residual block's projection
-  feeds an addition and the block input feeds both the addition and the next layer. So for
-  ``onnxruntime`` ``prepare_qat`` traces one forward (module hooks and a torch function mode) and
-  quantizes once, where they are produced, the operands and sum of each residual addition and
-  the tensors that several layers read (the detector head's coverage and box layers): an
-  ``output_quantizer`` on the producing module, and no input quantizer on the layers reading it.
-  Without this, 17 of the detector's 47 convolutions stay in float and the export is slower
-  than FP32 on CPU. This is the placement ONNX Runtime's PTQ uses (each tensor quantized once, at
-  its producer), found without FX graph tracing (rejected below).
-  Rejected: ``torch.ao.quantization`` (deprecated in favour of torchao; FX graph mode cannot trace
-  the detector's dict/list outputs, eager mode needs QuantStub/fusion edits in every model, its
-  default fused observer op has no ONNX export, and converted models export as quantized operators,
-  not QDQ); NVIDIA pytorch-quantization (unmaintained, not built for current PyTorch); torchao
-  (targets int4/int8 linear layers of LLMs and exports through ``torch.export``, not QDQ ONNX).
-- **PTQ: ``onnxruntime.quantization.quantize_static``**: it quantizes the exported FP32 ONNX
-  directly (no PyTorch model, so any exported or pruned model works), writes QDQ with per-channel
-  weights, and keeps the calibrated tensor ranges in a JSON *calibration cache* that a later run
-  reuses without images. The post-processing (sigmoid, box decoding, softmax) and the output
-  layers stay in float.
-
-Targets, the same for both (``calibrate_int8(target=)``; ``prepare_qat(target=)``, which the
-training spec's ``qat_target`` sets, default ``onnxruntime``; recorded as
-``metadata.qat_target`` and in the export's ``metadata.quantization``):
-
-- ``onnxruntime`` (CPU): activations asymmetric UINT8 per tensor, weights symmetric INT8 per
-  channel (U8S8, what ONNX Runtime's x86 integer kernels are built for). A range is widened to
-  hold 0, so the output of a ReLU/ReLU6 (min >= 0) gets zero point 0: ONNX Runtime then drops
-  the ReLU/Clip before a ``QuantizeLinear`` (it checks that the quantized range lies within the
-  clip range) and runs every convolution but the float output layers as ``QLinearConv``: the
-  fast choice for the CPU runtime (latency and AP of each: ``benchmarks/results/optimize_detector.json``).
-- ``tensorrt``: activations and weights symmetric INT8 (zero point 0), weights per channel,
-  activations per tensor: what TensorRT's explicit quantization accepts. ONNX Runtime runs it
-  too, but keeps ReLU6 (the INT8 range reaches below 0) and the depthwise convolutions in float,
-  so on CPU it is slower than FP32 (about 2.5 times the FP32 latency for the QAT export above).
+Both produce *QDQ* ONNX (``QuantizeLinear``/``DequantizeLinear`` pairs around float operators), which
+ONNX Runtime fuses into INT8 kernels and TensorRT builds as explicit-precision INT8 engines. QAT uses
+small fake-quant subclasses of Conv2d/Linear (so the optimizer, DDP, AMP and the training loop are
+untouched); for ONNX Runtime ``prepare_qat`` quantizes each tensor once, at its producer, which is the
+graph ONNX Runtime fuses. PTQ is ``onnxruntime.quantization.quantize_static`` on the exported FP32 ONNX,
+with a reusable JSON calibration cache. ``target`` picks the INT8 grid: ``onnxruntime`` (U8S8, the CPU
+runtime's) or ``tensorrt`` (symmetric INT8). Why these toolkits and not others, and what each target
+costs: docs/QUANTIZATION.md.
 """
 
 from __future__ import annotations
