@@ -48,14 +48,15 @@ class Primary(StrictModel):
     """Weights and inputs of the torch backend on CUDA (the detector, verifier and classifier alike);
     ``None``: fp16 there, fp32 elsewhere (an ONNX file carries its own precision)."""
     score_threshold: Fraction = 0.3
-    """Applied to the verifier's scores when ``verify``; without the verifier 0.4 keeps about as few
-    false positives (benchmarks/results/cascade_vs_mediapipe.json, cascade_vs_mediapipe_no_verifier.json)."""
+    """Applied to the verifier's scores when ``verify``; without the verifier about 0.4 keeps as few
+    false positives, as the verifier removes the background boxes the detector scores low."""
     threads: PositiveInt | None = None
     """Inference threads (ONNX Runtime: per detector call); ``None``: one per core, except one per
     ONNX Runtime call when ``workers`` > 1."""
     workers: PositiveInt = 2
-    """Batches of frames the detector runs at once, each in its own thread: on 2 cores, two
-    single-threaded calls gave 20-30% more frames per second than one call on two threads."""
+    """Batches of frames the detector runs at once, each in its own thread: a small model's call leaves
+    cores idle between operators, so single-threaded calls side by side use them better than one
+    call on several threads."""
     verify: bool = True
     """Rescore the detector's candidates with a hand verifier (``runtime/verifier.py``)."""
     verifier: str | None = None
@@ -66,16 +67,13 @@ class Primary(StrictModel):
     """Detector scores this high or higher keep their score without asking the verifier."""
     verifier_weight: Fraction = 0.3
     """The verifier's share of a rescored candidate's score, ``detector ** (1 - w) * p_hand ** w``.
-    Higher finds more of HaGRID's low-scored hands and lets through more false positives: of the
-    HaGRID test hands the app gets 0.873 / 0.896 / 0.902 right at 0.3 / 0.5 / 0.7, with 0.20 / 0.33
-    / 0.38 detections an image matching no hand (experiments/verifier_weight/result.json),
+    Higher finds more of the hands the detector scores low and lets through more false positives,
     about what a lower ``score_threshold`` trades."""
     refine_boxes: RefineBoxes = "doubtful"
     """Which candidates the verifier's box head moves: those it rescored; ``small``: every one, rescored or
-    trusted, that its crop shows at a higher resolution than the detector's input did (HaGRID's small hands,
-    not EgoHands' large ones, whose loose boxes the head does not learn; with ``hand-detector-int8`` the
-    detector's AP targets are met, README); ``all``: every one (a crop each: better boxes on HaGRID, 15-23%
-    fewer frames per second on video); or none."""
+    trusted, that its crop shows at a higher resolution than the detector's input did (small hands, whose
+    boxes the detector's input is too coarse for; not large ones, whose loose labels the head does not
+    learn); ``all``: every one (a crop each: better boxes, fewer frames per second); or none."""
 
     @model_validator(mode="after")
     def _fp16_runs_on_cuda(self) -> Primary:
@@ -103,8 +101,8 @@ class Secondary(StrictModel):
     threads: PositiveInt | None = 1
     confirm_threshold: Fraction | None = 0.2
     """Hands the detector scores from this up to ``primary.score_threshold`` are kept when the
-    classifier names a gesture (not ``catch_all``) with ``confirm_probability`` or more; ``None``:
-    never (benchmarks/results/cascade_vs_mediapipe.json: +1 point on HaGRID, no more false boxes)."""
+    classifier names a gesture (not ``catch_all``) with ``confirm_probability`` or more, as a gesture
+    the classifier is sure of is rarely background; ``None``: never."""
     confirm_probability: Fraction = 0.5
     catch_all: str = "random"
     """The class that confirms no hand (GestureNet's ``random``)."""

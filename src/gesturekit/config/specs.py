@@ -175,8 +175,8 @@ class DetectorModel(StrictModel):
     """Training targets: a positive cell's centre must also lie inside its box (as in FCOS), or be the
     cell holding the box centre. Cells centred outside a box cannot regress it; without the rule, a hand
     less than ``2 * positive_radius`` strides tall (a sliver cut by the frame) is learnt from cells above
-    and below it, whose boxes reach out to their own centres. Off by default: in paired GPU runs it did
-    not raise test AP (``experiments/hand_detector_v4/result.json``)."""
+    and below it, whose boxes reach out to their own centres. Off by default: it did not raise test AP
+    (docs/experiments.md)."""
     coverage_loss: CoverageLoss = "focal"
     """``focal``: positive cells' coverage is trained towards 1. ``quality_focal`` (GFL): towards the
     IoU of the cell's predicted box with its hand, so scores also rank boxes by fit (scores run
