@@ -133,7 +133,7 @@ def test_live_source_drops_instead_of_queueing(tmp_path: Path) -> None:
     assert sink.closed
 
 
-def test_a_failing_stage_raises_and_still_closes_outputs(tmp_path: Path) -> None:
+def test_a_failing_stage_raises_and_keeps_its_partial_output_beside_the_old_one(tmp_path: Path) -> None:
     calls = {"n": 0}
     cascade = Cascade(SquareDetector(), None)
 
@@ -144,8 +144,26 @@ def test_a_failing_stage_raises_and_still_closes_outputs(tmp_path: Path) -> None
         return cascade(images)
 
     video = write_video(tmp_path / "a.mp4", 12)
+    (tmp_path / "p.jsonl").write_text("an earlier run's results\n")
     app = CascadeApp([open_source(str(video))], failing, [[JsonSink(tmp_path / "p.jsonl", str(video))]],
                      tracker=IoUTracker)
     with pytest.raises(RuntimeError, match="model exploded"):
         app.run()
-    assert [r["frame"] for r in read_predictions(tmp_path / "p.jsonl")] == [0, 1, 2]
+    assert (tmp_path / "p.jsonl").read_text() == "an earlier run's results\n"
+    assert [r["frame"] for r in read_predictions(tmp_path / "p.partial.jsonl")] == [0, 1, 2]
+    assert app.notes == [f"{tmp_path / 'p.jsonl'}: left unchanged; partial results in {tmp_path / 'p.partial.jsonl'}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "p.jsonl", "p.partial.jsonl"]
+
+
+def test_a_run_without_frames_leaves_an_existing_output_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "p.jsonl").write_text("kept\n")
+    app = CascadeApp([open_source(str(folder))], Cascade(SquareDetector(), None),
+                     [[JsonSink(tmp_path / "p.jsonl", str(folder))]])
+    (report,) = app.run()
+    assert report.corrupt == 1 and report.frames == 0
+    assert (tmp_path / "p.jsonl").read_text() == "kept\n"
+    assert app.notes == [f"{tmp_path / 'p.jsonl'}: not written (no frame processed)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "p.jsonl"]

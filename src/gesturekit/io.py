@@ -40,3 +40,49 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _fsync_and_publish(tmp: Path, dest: Path) -> Path:
+    """Give ``tmp`` the umask's permissions, flush it to disk and rename it to ``dest``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dest)
+    return dest
+
+
+class StagedFile:
+    """An output built over a whole run, written under a hidden name next to ``path``.
+
+    Only :meth:`commit` puts it at ``path``, so an existing file there is replaced by a complete
+    new one or not at all; a failed run can keep what it wrote beside it (:meth:`keep_partial`).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.",
+                                   suffix=f".partial{self.path.suffix}")
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    @property
+    def partial_path(self) -> Path:
+        """Where :meth:`keep_partial` puts a failed run's file: ``<stem>.partial<suffix>``."""
+        return self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+
+    def commit(self) -> Path:
+        """Rename the finished file into place."""
+        return _fsync_and_publish(self.tmp, self.path)
+
+    def keep_partial(self) -> Path:
+        """Rename the unfinished file to :attr:`partial_path`, leaving ``path`` untouched."""
+        return _fsync_and_publish(self.tmp, self.partial_path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)

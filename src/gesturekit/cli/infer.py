@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from gesturekit.config.app import load_app_config
-from gesturekit.pipeline.app import SourceReport, open_sources
+from gesturekit.pipeline.app import Interrupted, SourceReport, open_sources
+from gesturekit.pipeline.outputs import check_outputs, input_paths, planned_outputs
 from gesturekit.pipeline.recognizer import GestureRecognizer, configure
 
 
@@ -156,6 +157,7 @@ def infer(
     echo = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
     opened = open_sources(cfg)
     try:
+        check_outputs(planned_outputs(cfg, len(opened)), input_paths(cfg, opened, config))
         recognizer = GestureRecognizer(config=cfg)
     except BaseException:
         for source in opened:
@@ -163,8 +165,10 @@ def infer(
         raise
     try:
         reports = recognizer.run(opened, emit=echo)
-    except KeyboardInterrupt:
-        echo("interrupted: outputs hold every frame processed so far")
-        raise typer.Exit(130) from None
+    except Interrupted as stop:
+        for report in stop.reports:
+            echo(_summary(report))
+        echo(f"{stop}: outputs hold every frame processed")
+        raise typer.Exit(128 + stop.signum) from None
     for report in reports:
         echo(_summary(report))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -38,13 +44,39 @@ def _register() -> None:
 _register()
 
 
+def _save_traceback() -> Path:
+    """Write the current exception's traceback to a new file under the temporary folder."""
+    folder = Path(tempfile.gettempdir()) / "gesturekit"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=folder, prefix=time.strftime("traceback-%Y%m%d-%H%M%S-"), suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"gesturekit {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return Path(path)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    for line in message.splitlines() or [""]:
+        typer.secho(f"error: {line}", err=True, fg="red")
+    sys.exit(code)
+
+
 def main() -> None:
-    """Entry point: user errors print one line and exit 1, never a traceback."""
+    """Entry point and error boundary: no traceback reaches the user.
+
+    Typer reports bad options itself (exit 2); a known error is its own line(s) (exit 1, or 2 for
+    a command that cannot run as given); an unexpected one is one line naming the file where its
+    traceback was saved (exit 1).
+    """
     try:
         app()
     except GesturekitError as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        sys.exit(1)
+        _fail(str(exc), exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the boundary: anything else is a bug to report
+        try:
+            saved = f"traceback saved to {_save_traceback()}"
+        except OSError as save_error:
+            saved = f"traceback not saved: {save_error}"
+        _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} ({saved})", 1)
 
 
 if __name__ == "__main__":

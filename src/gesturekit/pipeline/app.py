@@ -10,11 +10,17 @@ trackers finish this one; ``detect_workers`` lets the detector run that many bat
 threads). Results keep their order. Files apply
 back-pressure (decoding waits); live sources drop their oldest queued frame instead (counted).
 A source that ends leaves the batch; the others go on.
+
+Shutdown loses nothing: SIGINT or SIGTERM stops the sources and lets every frame already decoded
+pass through to the sinks; a second signal stops every stage at once. Either way each sink is
+closed exactly once, by the sink thread that writes to it, so files are complete up to the last
+frame written (and the JSON Lines have as many lines as the video has frames).
 """
 
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
 from collections import deque
@@ -27,11 +33,12 @@ from gesturekit.config.app import AppConfig
 from gesturekit.errors import GesturekitError
 from gesturekit.pipeline.cascade import Cascade, Classifier, Detector
 from gesturekit.pipeline.predictions import HandPrediction
-from gesturekit.pipeline.sinks import JsonSink, PerfMeter, PreviewServer, Sink, VideoSink, output_path
+from gesturekit.pipeline.sinks import FileSink, JsonSink, PerfMeter, PreviewServer, Sink, VideoSink, output_path
 from gesturekit.pipeline.sources import Frame, Reconnect, Source, open_source
 from gesturekit.pipeline.tracker import IoUTracker
 
 _END = object()
+ABORT_GRACE_S = 5.0  # after a second signal, how long the sinks get to finish their files
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,22 @@ class SourceReport:
     reconnects: int
     fps: float
     error: str | None
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT or SIGTERM; its sinks hold every frame processed.
+
+    Attributes:
+        signum: the signal.
+        reports: what happened to each source until then.
+        lingering: threads still inside a call (a stuck read) when the run returned.
+    """
+
+    def __init__(self, signum: int, reports: list[SourceReport], lingering: list[str]) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.reports = reports
+        self.lingering = lingering
 
 
 class StreamMux:
@@ -66,6 +89,7 @@ class StreamMux:
         self.active = list(range(len(sources)))
         self.cond = threading.Condition()
         self.stopped = False
+        self.draining = False
 
     def put(self, source_id: int, item: Any) -> None:
         """Queue a frame (or the end marker); waits for room, or drops the oldest when live."""
@@ -83,8 +107,15 @@ class StreamMux:
             self.cond.notify_all()
 
     def stop(self) -> None:
+        """End every batch now: queued frames are dropped."""
         with self.cond:
             self.stopped = True
+            self.cond.notify_all()
+
+    def drain(self) -> None:
+        """End each source once its queued frames are batched (a source still reading adds no more)."""
+        with self.cond:
+            self.draining = True
             self.cond.notify_all()
 
     def next_batch(self) -> list[Frame] | None:
@@ -96,6 +127,8 @@ class StreamMux:
         with self.cond:
             deadline = None
             while True:
+                if self.draining:
+                    self.active = [s for s in self.active if self.queues[s] and self.queues[s][0] is not _END]
                 if self.stopped or not self.active:
                     return None
                 ready = [s for s in self.active if self.queues[s]]
@@ -166,8 +199,11 @@ class CascadeApp:
         self.detect_workers = detect_workers
         self.detected: queue.Queue[Any] = queue.Queue(maxsize=2 * detect_workers)  # batches and their futures
         self.perf = perf or PerfMeter([s.uri for s in self.sources], interval_s=0)
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # every stage stops
+        self.sources_stop = threading.Event()  # the decoders stop; what they decoded goes on
+        self.interrupted: int | None = None  # the signal that stopped the run
         self.errors: list[BaseException] = []
+        self.notes: list[str] = []  # what the file sinks did with their files, when not the usual
 
     def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -179,13 +215,29 @@ class CascadeApp:
         return run
 
     def stop(self) -> None:
-        """Ask every stage to finish early (Ctrl-C, or a stage failed)."""
+        """Ask every stage to finish now (a second signal, a stage failed, or the caller is done)."""
+        self.sources_stop.set()
         self.stop_event.set()
         self.mux.stop()
 
+    def interrupt(self) -> None:
+        """Stop reading the sources; the frames already read still reach the sinks."""
+        self.sources_stop.set()
+        self.mux.drain()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        """First SIGINT/SIGTERM: :meth:`interrupt`; second: :meth:`stop`; a third one is not caught."""
+        if self.interrupted is None:
+            self.interrupted = signum
+            self.interrupt()
+            return
+        self.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+
     def _decode(self, source: Source) -> None:
         try:
-            for frame in source.frames(self.max_frames, self.stop_event):
+            for frame in source.frames(self.max_frames, self.sources_stop):
                 self.mux.put(source.source_id, frame)
         finally:
             self.mux.put(source.source_id, _END)
@@ -244,17 +296,35 @@ class CascadeApp:
                     return _END
 
     def _write(self) -> None:
-        while (item := self._take(self.results)) is not _END:
-            frame, hands = item
-            self.perf.tick(frame.source_id)
-            fps = self.perf.fps(frame.source_id)
-            for sink in (*self.sinks[frame.source_id], *self.shared_sinks):
-                sink.write(frame, hands, fps)
+        """The sink thread: write every result, then close every sink (its files complete unless a
+        stage or a sink failed)."""
+        failed = True
+        try:
+            while (item := self._take(self.results)) is not _END:
+                frame, hands = item
+                self.perf.tick(frame.source_id)
+                fps = self.perf.fps(frame.source_id)
+                for sink in (*self.sinks[frame.source_id], *self.shared_sinks):
+                    sink.write(frame, hands, fps)
+            failed = False
+        finally:
+            self._close_sinks(complete=not failed and not self.errors)
+
+    def _close_sinks(self, complete: bool) -> None:
+        for sink in (*[s for group in self.sinks for s in group], *self.shared_sinks):
+            try:
+                note = sink.close(complete) if isinstance(sink, FileSink) else sink.close()
+            except BaseException as exc:  # noqa: BLE001 - the other sinks still close; run() re-raises
+                self.errors.append(exc)
+                continue
+            if note:
+                self.notes.append(note)
 
     def run(self) -> list[SourceReport]:
         """Process every source to its end (or ``max_frames``); re-raise a stage's error.
 
-        Sinks are closed (files renamed into place) even when interrupted.
+        Run from the main thread, it handles SIGINT and SIGTERM (:meth:`_on_signal`) until it
+        returns, and raises :class:`Interrupted` after a signal, once the sinks are closed.
         """
         threads = [
             threading.Thread(target=self._guard(lambda s=s: self._decode(s)), name=f"decode-{s.source_id}",
@@ -269,28 +339,48 @@ class CascadeApp:
         threads += [threading.Thread(target=self._guard(body), name=name, daemon=True) for name, body in stages]
         writer = threading.Thread(target=self._guard(self._write), name="sinks", daemon=True)
         threads.append(writer)
+        previous = self._catch_signals()
         try:
             for t in threads:
                 t.start()
-            while writer.is_alive():
-                writer.join(0.2)
-        except KeyboardInterrupt:
+            self._wait(writer)
+        except KeyboardInterrupt:  # signals not ours to catch: the sink thread still closes the sinks
             self.stop()
+            writer.join(ABORT_GRACE_S)
             raise
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self.stop()
+            deadline = time.monotonic() + ABORT_GRACE_S
             for t in threads:
-                t.join(5.0)
-            self._close(threads[: len(self.sources)])
+                t.join(max(0.0, deadline - time.monotonic()))
+            self._close_sources(threads[: len(self.sources)])
         if self.errors:
             raise self.errors[0]
+        if self.interrupted is not None:
+            raise Interrupted(self.interrupted, self.report(), [t.name for t in threads if t.is_alive()])
         return self.report()
 
-    def _close(self, decoders: Sequence[threading.Thread]) -> None:
-        """Close every sink, and every source whose decoder has returned (a decoder still
-        blocked in a read keeps its container; it closes it when the read returns)."""
-        for sink in (*[s for group in self.sinks for s in group], *self.shared_sinks):
-            sink.close()
+    def _catch_signals(self) -> dict[int, Any]:
+        """Route SIGINT and SIGTERM to :meth:`_on_signal` (main thread only); the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _wait(self, writer: threading.Thread) -> None:
+        """Until the sink thread is done, or for :data:`ABORT_GRACE_S` once every stage was told to stop."""
+        stopped_at = None
+        while writer.is_alive():
+            writer.join(0.2)
+            if self.stop_event.is_set():
+                stopped_at = stopped_at or time.monotonic()
+                if time.monotonic() - stopped_at > ABORT_GRACE_S:
+                    return
+
+    def _close_sources(self, decoders: Sequence[threading.Thread]) -> None:
+        """Close every source whose decoder has returned (a decoder still blocked in a read keeps
+        its container; it closes it when the read returns)."""
         for source, decoder in zip(self.sources, decoders):
             if not decoder.is_alive():
                 source.close()
@@ -423,6 +513,7 @@ def run_app(
     Raises:
         GesturekitError: no source, a source missing/unreadable, or an output that cannot be
             created, before any frame is processed.
+        Interrupted: SIGINT or SIGTERM stopped the run (run from the main thread).
     """
     sources = list(sources) if sources is not None else open_sources(config)
     try:
@@ -442,4 +533,8 @@ def run_app(
         batch_timeout_s=mux.batch_timeout_s,
         perf=PerfMeter(config.sources, config.sinks.perf_interval_s, emit), detect_workers=config.primary.workers,
     )
-    return app.run()
+    try:
+        return app.run()
+    finally:
+        for note in app.notes:
+            emit(note)

@@ -9,14 +9,13 @@ Image line: ``{"image": rel_path, "detections": [...]}``; video line:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from gesturekit.errors import GesturekitError
+from gesturekit.io import StagedFile
 
 
 @dataclass(frozen=True)
@@ -81,18 +80,16 @@ def prediction_record(
 
 
 class JsonlWriter:
-    """Append prediction lines to ``path`` through a hidden temporary file, flushed per line.
+    """Prediction lines for ``path``, each flushed as written to a staged file (:class:`StagedFile`).
 
-    An interrupted run leaves only complete lines (in the temporary file, or in ``path`` when
-    :meth:`close` ran in a ``finally``); :meth:`close` renames the file into place.
+    A killed run leaves only complete lines, in the hidden staged file; :meth:`close` decides
+    where the file goes, so an existing ``path`` is only ever replaced by a finished run's file.
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".partial")
-        self._tmp = Path(tmp)
-        self._file: IO[str] | None = os.fdopen(fd, "w", encoding="utf-8")
+        self.staged = StagedFile(path)
+        self.path = self.staged.path
+        self._file: IO[str] | None = open(self.staged.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self.lines = 0
 
     def write(self, record: dict[str, Any]) -> None:
@@ -103,17 +100,21 @@ class JsonlWriter:
         self._file.flush()
         self.lines += 1
 
-    def close(self) -> Path:
-        """Fsync and rename the file into place (with the umask's permissions); safe to call twice."""
-        if self._file is not None:
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)
-            os.replace(self._tmp, self.path)
-        return self.path
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def close(self, complete: bool = True) -> Path | None:
+        """Put the file at ``path`` (a complete run), at its partial path (a failed run), or nowhere
+        (no line written); return where it went. Safe to call twice."""
+        if self._file is None:
+            return None
+        self._file.close()
+        self._file = None
+        if not self.lines:
+            self.staged.discard()
+            return None
+        return self.staged.commit() if complete else self.staged.keep_partial()
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:

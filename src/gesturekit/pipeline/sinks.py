@@ -1,25 +1,28 @@
 """Outputs of the cascade app: JSON Lines, annotated video, live MJPEG preview, FPS meter.
 
 Every sink has ``write(frame, hands, fps)`` and ``close()``; the app feeds each one every
-processed frame of its source(s), in order.
+processed frame of its source(s), in order, and closes it once, from the thread that wrote to it.
+File sinks (:class:`FileSink`) put their file in place only when the run completes.
 """
 
 from __future__ import annotations
 
 import io
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gesturekit.errors import GesturekitError
+from gesturekit.io import StagedFile
 from gesturekit.pipeline.predictions import HandPrediction, JsonlWriter, prediction_record
 from gesturekit.pipeline.sources import Frame
 
@@ -69,11 +72,33 @@ def draw_hands(image: np.ndarray, hands: Sequence[HandPrediction], fps: float | 
     return np.asarray(canvas)
 
 
-class JsonSink:
+class FileSink:
+    """A sink that builds a file over the run (:class:`StagedFile`): what :meth:`close` does with it
+    depends on how the run ended, and it says so in one line (``None`` when the file is in place)."""
+
+    path: Path
+
+    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
+        raise NotImplementedError
+
+    def close(self, complete: bool = True) -> str | None:
+        """Finish the file: at ``path`` when ``complete``, else beside it as a partial file."""
+        raise NotImplementedError
+
+    def _outcome(self, where: Path | None) -> str | None:
+        if where is None:
+            return f"{self.path}: not written (no frame processed)"
+        if where != self.path:
+            return f"{self.path}: left unchanged; partial results in {where}"
+        return None
+
+
+class JsonSink(FileSink):
     """Prediction lines of one source (see :mod:`gesturekit.pipeline.predictions`)."""
 
     def __init__(self, path: Path, uri: str) -> None:
         self.writer = JsonlWriter(path)
+        self.path = self.writer.path
         self.uri = uri
 
     def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
@@ -83,44 +108,90 @@ class JsonSink:
             record = prediction_record(hands, source=self.uri, frame=frame.index, pts=frame.pts)
         self.writer.write(record)
 
-    def close(self) -> None:
-        self.writer.close()
+    def close(self, complete: bool = True) -> str | None:
+        if self.writer.closed:
+            return None
+        return self._outcome(self.writer.close(complete))
 
 
-class VideoSink:
+_END = object()
+_MP4_SUFFIXES = frozenset({".mp4", ".mov", ".m4v"})
+# Fragmented MP4: each fragment (a second at most) is playable once written, so even a killed run
+# leaves a video that plays up to its last second; no index is written at the end.
+_MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
+_X264_OPTIONS = {"preset": "ultrafast"}  # the annotated copy is for viewing; encoding stays cheap
+
+
+class VideoSink(FileSink):
     """Annotated H.264 (MPEG-4 part 2 if libx264 is missing) video of one source.
 
-    The encoder opens on the first frame (its size fixes the video size; odd sizes are padded
-    by one black pixel). The file is written next to ``path`` and renamed into place on close.
+    Frames are drawn and encoded in the sink's own thread, which owns the encoder from its first
+    frame (that frame's size fixes the video size; odd sizes are padded by one black pixel) to its
+    last; :meth:`write` only queues the frame, waiting when ``queue_size`` frames are pending.
     """
 
-    def __init__(self, path: Path, fps: float | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path, fps: float | None = None, queue_size: int = 8) -> None:
+        self.staged = StagedFile(path)
+        self.path = self.staged.path
         self.fps = Fraction(fps or 25).limit_denominator(1001)
-        self._tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-        self._container: av.container.OutputContainer | None = None
-        self._stream: av.video.stream.VideoStream | None = None
-        self._count = 0
+        self.frames = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._encode_all, name=f"video-{self.path.name}", daemon=True)
+            self._thread.start()
+        self._queue.put((frame.image, list(hands), fps))
+        self.frames += 1
 
     def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        options = _MP4_OPTIONS if self.path.suffix.lower() in _MP4_SUFFIXES else {}
         try:
-            container = av.open(str(self._tmp), "w")
+            container = av.open(str(self.staged.tmp), "w", options=options)
         except (av.FFmpegError, ValueError) as exc:
             raise GesturekitError(f"{self.path}: cannot write video: {exc}") from None
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        stream = container.add_stream(codec, rate=self.fps)
+        stream = container.add_stream(codec, rate=self.fps, options=_X264_OPTIONS if codec == "libx264" else {})
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
-        self._container, self._stream = container, stream
         return container, stream
 
-    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
-        image = draw_hands(frame.image, hands, fps)
-        if self._container is None or self._stream is None:
-            container, stream = self._open(image.shape[1], image.shape[0])
-        else:
-            container, stream = self._container, self._stream
+    def _encode_all(self) -> None:
+        """The encoder thread: draw and encode queued frames until the end marker, then finish the
+        file; after an error it keeps taking frames (dropping them) so that no writer waits forever."""
+        container = stream = None
+        count = 0
+        try:
+            while (item := self._queue.get()) is not _END:
+                if self._error is not None:
+                    continue
+                try:
+                    image = draw_hands(*item)
+                    if container is None or stream is None:
+                        container, stream = self._open(image.shape[1], image.shape[0])
+                    self._encode(container, stream, image, count)
+                    count += 1
+                except BaseException as exc:  # noqa: BLE001 - raised by the next write() or close()
+                    self._error = exc
+            if container is not None and stream is not None and self._error is None:
+                for packet in stream.encode():
+                    container.mux(packet)
+        except BaseException as exc:  # noqa: BLE001 - raised by close()
+            self._error = self._error or exc
+        finally:
+            if container is not None:
+                try:
+                    container.close()
+                except BaseException as exc:  # noqa: BLE001 - raised by close()
+                    self._error = self._error or exc
+
+    def _encode(self, container: av.container.OutputContainer, stream: av.video.stream.VideoStream,
+                image: np.ndarray, index: int) -> None:
         height, width = stream.height, stream.width
         if image.shape[:2] != (height, width):
             padded = np.zeros((height, width, 3), np.uint8)
@@ -128,21 +199,28 @@ class VideoSink:
             padded[:h, :w] = image[:h, :w]
             image = padded
         video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        video_frame.pts = self._count
+        video_frame.pts = index
         video_frame.time_base = 1 / self.fps
-        self._count += 1
         for packet in stream.encode(video_frame):
             container.mux(packet)
 
-    def close(self) -> None:
-        """Flush the encoder and rename the file into place (nothing is written without frames)."""
-        if self._container is None or self._stream is None:
-            return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        self._container = self._stream = None
-        self._tmp.replace(self.path)
+    def close(self, complete: bool = True) -> str | None:
+        """Let the encoder thread finish every queued frame and the file, then put the file in place
+        (or beside it when not ``complete``); raise the encoder's error if it had one."""
+        if self._closed:
+            return None
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_END)
+            self._thread.join()
+        if self.frames == 0:
+            self.staged.discard()
+            return self._outcome(None)
+        if self._error is not None:
+            where = self.staged.keep_partial()
+            reason = str(self._error) if isinstance(self._error, GesturekitError) else repr(self._error)
+            raise GesturekitError(f"{reason}; partial video in {where}") from self._error
+        return self._outcome(self.staged.commit() if complete else self.staged.keep_partial())
 
 
 class _Latest:
@@ -154,8 +232,10 @@ class _Latest:
         self.closed = False
 
 
-def _handler(latest: _Latest, num_sources: int) -> type[BaseHTTPRequestHandler]:
+def _handler(latest: _Latest, num_sources: int, timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = timeout_s  # a client that sends nothing, or stops reading, is dropped after this
+
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             return
 
@@ -193,7 +273,7 @@ def _handler(latest: _Latest, num_sources: int) -> type[BaseHTTPRequestHandler]:
                 try:
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n")
                     self.wfile.write(f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:  # gone, or not reading (timeout)
                     return
 
     return Handler
@@ -202,14 +282,15 @@ def _handler(latest: _Latest, num_sources: int) -> type[BaseHTTPRequestHandler]:
 class PreviewServer:
     """Live MJPEG preview on ``http://127.0.0.1:<port>/`` (``/<source>.mjpg`` per source).
 
-    Bound to localhost only; served from a daemon thread; one instance serves all sources.
+    Bound to localhost only; served from a daemon thread; one instance serves all sources. A
+    connection idle for ``idle_timeout_s`` (no request, or a stream it stopped reading) is closed.
     """
 
-    def __init__(self, port: int, num_sources: int, quality: int = 80) -> None:
+    def __init__(self, port: int, num_sources: int, quality: int = 80, idle_timeout_s: float = 10.0) -> None:
         self.quality = quality
         self._latest = _Latest()
         try:
-            self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self._latest, num_sources))
+            self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self._latest, num_sources, idle_timeout_s))
         except OSError as exc:
             raise GesturekitError(f"--preview-port {port}: cannot listen: {exc.strerror}") from None
         self._server.daemon_threads = True
