@@ -113,3 +113,12 @@ def random_detector(input_size: int = 64):
     model = create_model("detectnet_v2", num_classes=1, pretrained=False)
     model.metadata = detector_metadata("detectnet_v2", {"num_classes": 1}, ["hand"], input_size, {})
     return model
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for servers a test starts)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -41,18 +41,16 @@ def _invalid(message: str) -> Any:
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
 
 
-def decode_rows(rows: np.ndarray, request: int) -> list[np.ndarray]:
+def decode_rows(rows: np.ndarray) -> list[np.ndarray]:
     """The images of one request's ``image`` tensor (``[B, 1]`` encoded JPEG/PNG bytes) as RGB arrays.
 
     Raises:
-        GesturekitError: an empty batch, a row over :data:`MAX_IMAGE_BYTES`, or bytes that are no
-            whole image (one line naming the request row).
+        GesturekitError: a row over :data:`MAX_IMAGE_BYTES`, or bytes that are no whole image (one line
+            naming the row). Triton itself refuses a wrong name, type or shape, and an empty batch.
     """
-    if rows.size == 0:
-        raise GesturekitError(f"request {request}: empty batch (send at least one image)")
     frames = []
     for row, data in enumerate(rows.reshape(-1)):
-        where = f"request {request} row {row}"
+        where = f"image row {row}"
         data = bytes(data)
         if len(data) > MAX_IMAGE_BYTES:
             raise GesturekitError(f"{where}: {len(data):,} bytes is over the {MAX_IMAGE_BYTES:,}-byte image limit")
@@ -93,7 +91,7 @@ class CascadeModel:
         spans: list[tuple[int, int, int]] = []
         for index, request in enumerate(requests):
             try:
-                rows = decode_rows(pb_utils.get_input_tensor_by_name(request, "image").as_numpy(), index)
+                rows = decode_rows(pb_utils.get_input_tensor_by_name(request, "image").as_numpy())
             except GesturekitError as exc:
                 responses[index] = _invalid(str(exc))
                 continue
