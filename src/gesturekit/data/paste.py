@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from gesturekit.config.specs import HandPaste, source_splits
-from gesturekit.data.datasets import CropItem, crop_items
+from gesturekit.data.items import CropItem, crop_items
 from gesturekit.errors import GesturekitError
 
 PLACEMENT_TRIES = 10
