@@ -195,3 +195,41 @@ def test_png_and_grayscale_images(server: TritonServer, frames: list[Path]) -> N
                               classifier=MODELS["classifier"], track=False)
     assert_same_hands(png, local.recognize(read_rgb(frames[2])).to_dict()["detections"])
     assert isinstance(grey, list)
+
+
+def test_triton_backend_equals_onnxruntime_on_real_frames(server: TritonServer, frames: list[Path]) -> None:
+    from gesturekit.runtime.classifier import GestureClassifier
+    from gesturekit.runtime.detector import HandDetector
+    from gesturekit.runtime.triton_backend import TritonBackend, triton_backend
+
+    images = [read_rgb(f) for f in frames]
+    for url in (f"127.0.0.1:{server.ports.http}", f"grpc://127.0.0.1:{server.ports.grpc}"):
+        remote = triton_backend("hand-detector-pruned-int8", url=url)  # a zoo name finds the served detector
+        assert isinstance(remote, TritonBackend) and remote.model == "hand_detector"
+        local = OnnxRuntimeBackend(MODELS["detector"], threads=1)
+        assert remote.metadata == local.metadata
+        got, want = HandDetector(remote)(images), HandDetector(local)(images)
+        assert [len(d) for d in got] == [len(d) for d in want] and any(want)
+        for a, b in zip(sum(got, []), sum(want, [])):
+            np.testing.assert_allclose(a.bbox, b.bbox, atol=0.05)
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+        crops = [image[y1:y2, x1:x2] for image, dets in zip(images, want)
+                 for x1, y1, x2, y2 in (map(int, d.bbox) for d in dets)]
+        remote = GestureClassifier(triton_backend("gesture_classifier", url=url))
+        local = GestureClassifier(OnnxRuntimeBackend(MODELS["classifier"], threads=1))
+        np.testing.assert_allclose(remote.probabilities(crops), local.probabilities(crops), atol=1e-5)
+
+
+def test_triton_backend_errors_are_one_line(server: TritonServer) -> None:
+    from gesturekit.errors import GesturekitError
+    from gesturekit.runtime.triton_backend import triton_backend
+
+    url = f"127.0.0.1:{server.ports.http}"
+    with pytest.raises(GesturekitError, match="no-such-model: not served here .served: gesture_cascade, "):
+        triton_backend("no-such-model", url=url)
+    with pytest.raises(GesturekitError, match="no gesturekit metadata"):
+        triton_backend("gesture_cascade", url=url)
+    with pytest.raises(GesturekitError, match="cannot reach the server"):
+        triton_backend("hand_detector", url=f"127.0.0.1:{free_port()}")
+    with pytest.raises(GesturekitError, match="needs the server's --url"):
+        triton_backend("hand_detector")
