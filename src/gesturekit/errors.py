@@ -1,14 +1,27 @@
 """The exceptions that the CLI turns into one-line messages and an exit code."""
 
+MAX_LINE = 300  # characters of a message line; the middle of a longer one is cut out
+
+
+def _shorten(line: str) -> str:
+    if len(line) <= MAX_LINE:
+        return line
+    cut = len(line) - MAX_LINE + 40
+    return f"{line[:200]} ...[{cut:,} characters cut]... {line[200 + cut:]}"
+
 
 class GesturekitError(Exception):
     """A user-facing error: bad input, a missing file, an invalid spec.
 
     The message is a single line that names the file, line or key at fault (a few such lines
-    when several things are wrong at once).
+    when several things are wrong at once). A line quoting a huge input (a 10 MB token in a
+    label file) is cut in the middle, so the file and line it names stay readable.
     """
 
     exit_code = 1
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__("\n".join(_shorten(line) for line in str(message).split("\n")))
 
 
 class UsageError(GesturekitError):

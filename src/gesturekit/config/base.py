@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gesturekit.errors import GesturekitError
 
 SpecT = TypeVar("SpecT", bound="StrictModel")
+_VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_COMMENT = re.compile(r"(?:^|\s)#")
 
 
 class StrictModel(BaseModel):
@@ -84,12 +87,39 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def expand_variables(text: str, source: str) -> str:
+    """``$VAR`` and ``${VAR}`` from the environment, outside comments.
+
+    An unset ``${VAR}`` is an error naming its line (left as written, YAML would misread its
+    braces as a mapping); an unset bare ``$VAR`` stays as written.
+    """
+    lines = []
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        comment = _COMMENT.search(line)
+        body, rest = (line[:comment.start()], line[comment.start():]) if comment else (line, "")
+
+        def value(match: re.Match[str], number: int = number) -> str:
+            name = match.group(1) or match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if match.group(1):
+                raise GesturekitError(f"{source}:{number}: environment variable ${{{name}}} is not set")
+            return match.group(0)
+
+        lines.append(_VARIABLE.sub(value, body) + rest)
+    return "".join(lines)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise GesturekitError(f"{path}: spec file not found")
     try:
-        data = yaml.safe_load(os.path.expandvars(path.read_text()))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise GesturekitError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(expand_variables(text, str(path)))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

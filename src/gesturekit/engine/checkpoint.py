@@ -55,6 +55,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def remove_stale_writes(results_dir: str | Path) -> list[Path]:
+    """Delete what killed checkpoint writes left in ``results_dir`` (``.last.pt.*.tmp``: a
+    model-sized temporary file that was never renamed into place); return the deleted paths.
+
+    Called as a run starts there, when no write of its own can be in progress.
+    """
+    stale = sorted(Path(results_dir).glob(".*.pt.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def latest_checkpoint(results_dir: str | Path) -> Path | None:
     """``results_dir/last.pt`` if it exists, else None."""
     path = Path(results_dir) / LAST

@@ -31,7 +31,15 @@ from torch.utils.data import DataLoader
 
 import gesturekit
 from gesturekit.config.specs import Training
-from gesturekit.engine.checkpoint import BEST, LAST, SPEC, latest_checkpoint, load_checkpoint, save_checkpoint
+from gesturekit.engine.checkpoint import (
+    BEST,
+    LAST,
+    SPEC,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_stale_writes,
+    save_checkpoint,
+)
 from gesturekit.engine.distributed import RuntimeContext, barrier, broadcast_object
 from gesturekit.engine.logging import MetricLogger, ProgressBar
 from gesturekit.engine.loop import autocast_dtype, train_one_epoch
@@ -153,6 +161,7 @@ def fit(
     meta = plain(metadata if metadata is not None else getattr(bare, "metadata", None))
     if ctx.is_main:
         results_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_writes(results_dir)
         atomic_write_text(results_dir / SPEC, yaml.safe_dump(spec_plain, sort_keys=False))
 
     optimizer = build_optimizer(bare, spec)

@@ -208,6 +208,8 @@ class VideoSource(Source):
                     self.stats.frames += 1
                     yield Frame(self.source_id, index, frame.to_ndarray(format="rgb24"), pts=pts)
                     index += 1
+                if not self.live:
+                    self._check_length(container, index)
             except av.FFmpegError as exc:
                 if not self.live:
                     self.stats.error = f"stopped at frame {index}: {exc}"
@@ -220,6 +222,13 @@ class VideoSource(Source):
             self._container = self._open_with_retries(stop, initial=False)
             if self._container is None and not stop.is_set():
                 self.stats.error = f"gave up reconnecting after {self.reconnect.attempts} retries"
+
+    def _check_length(self, container: av.container.InputContainer, decoded: int) -> None:
+        """Say so when a file ended before the frames its index lists (a truncated file whose
+        index is at the front decodes to its cut without any error)."""
+        listed = container.streams.video[0].frames
+        if listed and decoded + self.stats.corrupt < listed and self.stats.error is None:
+            self.stats.error = f"ended after {decoded} of the {listed} frames its index lists (truncated file?)"
 
     def close(self) -> None:
         if self._container is not None:

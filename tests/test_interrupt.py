@@ -1,0 +1,37 @@
+"""Signals at several points of a real ``gesturekit infer`` run (a subprocess, the shipped models).
+
+``benchmarks/interrupt_soak.py`` does the same 50 times at random points; this keeps a few in CI.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from interrupt_soak import interrupted_run  # noqa: E402 - the soak's own run-and-check
+
+
+@pytest.mark.parametrize(("plan", "delay_s"), [("SIGINT", 0.0), ("SIGTERM", 0.8), ("SIGINT twice", 0.3)])
+def test_a_signal_leaves_matching_valid_outputs(tmp_path: Path, data_root: Path, plan: str, delay_s: float) -> None:
+    clip = data_root / "video" / "asl_hand.25fps.mp4"
+    run = interrupted_run(tmp_path, plan, delay_s, gap_s=0.05, clip=clip)
+    assert not run["hang"] and not run["crash"], run
+    assert run["rc"] == (143 if plan == "SIGTERM" else 130), run  # 325 frames outlast the delay
+    assert run["problems"] == [], run  # every line valid, as many video frames as lines, nothing staged left
+    assert 0 < run["json_lines"] < 325
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "v.mp4"]
+
+
+def test_an_existing_output_survives_a_run_that_fails(tmp_path: Path, data_root: Path) -> None:
+    """A run that cannot start (the detector file is not a model) leaves the old outputs as they were."""
+    (tmp_path / "p.jsonl").write_text("old\n")
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    run = interrupted_run(tmp_path, "SIGINT", 0.0, clip=data_root / "video" / "asl_hand.25fps.mp4",
+                          extra=("--detector", str(tmp_path / "bad.onnx")))
+    assert run["rc"] == 1 and not run["hang"], run
+    assert "error: " in run["stderr_tail"] and "Traceback" not in run["stderr_tail"], run
+    assert (tmp_path / "p.jsonl").read_text() == "old\n"
+    assert not (tmp_path / "v.mp4").exists()
