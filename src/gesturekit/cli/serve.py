@@ -44,6 +44,16 @@ MaxBatchOpt = Annotated[int, typer.Option(
     min=1, help="Triton's max_batch_size; 1 turns dynamic batching off.")]
 
 
+def _require_serve_extra() -> None:
+    from importlib.util import find_spec
+
+    from gesturekit.errors import GesturekitError
+
+    missing = [name for name in ("tritonclient", "pytriton") if find_spec(name) is None]
+    if missing:
+        raise GesturekitError(f"{missing[0]} is not installed: pip install 'gesturekit[serve]'")
+
+
 def _model_files(detector: str | None, classifier: str | None, verifier: str | None, no_verify: bool,
                  device: str) -> tuple[Path, Path, Path | None]:
     from gesturekit.models.zoo import default_models
@@ -81,6 +91,7 @@ def triton_repo(
 
     Example: gesturekit export triton-repo -o model_repository --accelerator tensorrt
     """
+    _require_serve_extra()
     from gesturekit.export.triton import RepositoryOptions, write_repository
 
     device = "cuda" if accelerator else "cpu"
@@ -141,6 +152,7 @@ def serve(
     import signal
     import tempfile
 
+    _require_serve_extra()
     from gesturekit.errors import GesturekitError
     from gesturekit.export.triton import RepositoryOptions, write_repository
     from gesturekit.serve.server import Ports, TritonServer
