@@ -58,10 +58,11 @@ from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.export.calibration import CalibrationItem, calibration_inputs, select_calibration_items
 from gesturekit.export.onnx import export_onnx
 from gesturekit.export.precision import convert_fp16, default_calibration_cache, quantize_int8
+from gesturekit.export.qdq import export_qat_onnx
 from gesturekit.io import atomic_write_json
 from gesturekit.models.zoo import zoo_path
 from gesturekit.optimize.prune import model_stats, prune_model
-from gesturekit.optimize.quantize import ActivationQuantizer, export_qat_onnx, prepare_qat
+from gesturekit.optimize.qat import ActivationQuantizer, prepare_qat
 from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend

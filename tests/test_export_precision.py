@@ -247,7 +247,7 @@ def test_export_engine_without_tensorrt_says_so(cli, tmp_path, monkeypatch) -> N
 def test_export_command_qat_checkpoint_exports_its_learned_ranges(kitti, tmp_path) -> None:
     from gesturekit.optimize.prune import prune_model
     from gesturekit.optimize.restore import load_model_from_checkpoint
-    from gesturekit.optimize.quantize import prepare_qat
+    from gesturekit.optimize.qat import prepare_qat
 
     model = prepare_qat(tiny_detector()).train()
     with torch.no_grad():

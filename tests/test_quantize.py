@@ -19,13 +19,13 @@ from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import export_onnx
 from gesturekit.models import create_model
 from gesturekit.models.metadata import ONNX_KEY, classifier_metadata
-from gesturekit.optimize.quantize import (
+from gesturekit.export.ptq import calibrate_int8
+from gesturekit.export.qdq import export_qat_onnx
+from gesturekit.optimize.qat import (
     ActivationQuantizer,
     QuantConv2d,
     QuantLinear,
     WeightQuantizer,
-    calibrate_int8,
-    export_qat_onnx,
     fold_batchnorm,
     prepare_qat,
 )

@@ -152,7 +152,8 @@ def test_package_turns_a_run_into_a_zoo_entry(tmp_path) -> None:
 
 
 def test_model_card_says_how_an_int8_model_got_its_ranges(tmp_path) -> None:
-    from gesturekit.optimize.quantize import export_qat_onnx, prepare_qat
+    from gesturekit.export.qdq import export_qat_onnx
+    from gesturekit.optimize.qat import prepare_qat
 
     torch.manual_seed(0)
     det = create_model("detectnet_v2", **DET_KWARGS, pretrained=False, postprocessing=POST)

@@ -4,11 +4,11 @@
 - ``fp16``: weights and activations in float16 (``onnxruntime.transformers.float16``, which ships
   with ONNX Runtime); the input ``images`` and the outputs stay float32, so every runtime feeds
   it like the FP32 model. For GPUs (TensorRT, ONNX Runtime CUDA); on CPU it is not faster.
-- ``int8``: post-training calibration of the FP32 export (``optimize.quantize.calibrate_int8``):
+- ``int8``: post-training calibration of the FP32 export (``export.ptq.calibrate_int8``):
   QDQ with per-channel weights; ``onnxruntime`` target for the CPU runtime, ``tensorrt`` for
   TensorRT's explicit quantization. The tensor ranges go to a JSON calibration cache that a later
   export reuses without images. A quantization-aware (QAT) model needs no calibration: its learned
-  ranges are exported (``optimize.quantize.export_qat_onnx``), and only as ``int8``.
+  ranges are exported (``export.qdq.export_qat_onnx``), and only as ``int8``.
 
 The gesturekit metadata gains ``precision`` (``fp16``/``int8``) and, for INT8, ``quantization``.
 """
@@ -30,9 +30,11 @@ from torch import nn
 
 from gesturekit.errors import GesturekitError
 from gesturekit.export.onnx import export_onnx
+from gesturekit.export.ptq import calibrate_int8
+from gesturekit.export.qdq import export_qat_onnx
 from gesturekit.io import atomic_write_bytes
 from gesturekit.models.metadata import ONNX_KEY
-from gesturekit.optimize.quantize import Target, calibrate_int8, export_qat_onnx
+from gesturekit.optimize.qat import Target
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")

@@ -2,7 +2,7 @@
 
 A checkpoint holds no pickled module: its ``metadata`` names the architecture and its keyword
 arguments; a pruned model also records its layer widths (``pruned_channels``, re-applied by
-``prune.rebuild_pruned``) and a QAT model its fake-quantization target (``quantize.prepare_qat``).
+``prune.rebuild_pruned``) and a QAT model its fake-quantization target (``qat.prepare_qat``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def model_from_state(state: dict[str, Any], source: str, arch_kwargs: dict[str, 
     if meta.get("pruned"):
         rebuild_pruned(model, dict(meta.get("pruned_channels") or {}))
     if meta.get("qat"):
-        from gesturekit.optimize.quantize import prepare_qat
+        from gesturekit.optimize.qat import prepare_qat
 
         prepare_qat(model, meta.get("qat_target", "tensorrt"))  # checkpoints before qat_target were symmetric
     try:

@@ -104,7 +104,7 @@ def maybe_prepare_qat(model: nn.Module, training: Training) -> nn.Module:
     """Insert fake quantisation for ``training.qat_target`` when ``training.enable_qat`` asks for it."""
     if not training.enable_qat:
         return model
-    from gesturekit.optimize.quantize import prepare_qat
+    from gesturekit.optimize.qat import prepare_qat
 
     return prepare_qat(model, training.qat_target)
 
