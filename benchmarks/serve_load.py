@@ -135,14 +135,17 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float)
             load.join()
             rss_end = tree_rss_mb(server.process.pid)
             after = batch_stats(PORTS.urls()["metrics"])
+    if not latencies:
+        raise SystemExit(f"max_batch_size {max_batch_size}: no request succeeded ({'; '.join(errors[:3])})")
     ms = np.array(latencies) * 1000
     executions = after["executions"] - before["executions"]
+    inferences = after["inferences"] - before["inferences"]
     return {
         "max_batch_size": max_batch_size, "dynamic_batching": max_batch_size > 1,
         "requests_ok": len(latencies), "requests_failed": failures, "errors": errors,
         "seconds": round(elapsed, 2), "throughput_rps": round(len(latencies) / elapsed, 2),
-        "latency_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 1) for q in ("p50", "p95", "p99")} if len(ms)
-        else {}, "mean_batch": round((after["inferences"] - before["inferences"]) / executions, 2) if executions else None,
+        "latency_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 1) for q in ("p50", "p95", "p99")},
+        "mean_batch": round(inferences / executions, 2) if executions else None,
         "server_rss_mb": {"after_warmup": rss_start, "end": rss_end},
         "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
     }

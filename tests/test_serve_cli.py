@@ -22,7 +22,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 PALM_FRAME = "00564a8f-30da-4d82-8637-214c996645dd.jpg"
 """A HaGRID test frame annotated 'palm', GestureNet's 'stop'."""
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
+                                reason="Debian's chromium is not installed (.ci/run installs it)")
 
 
 def tritonservers(port: int) -> list[int]:

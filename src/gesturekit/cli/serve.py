@@ -112,7 +112,8 @@ def export_group(export: Callable[..., None]) -> typer.Typer:
 
     signature = inspect.signature(export)
     context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-    callback.__signature__ = signature.replace(parameters=[context, *signature.parameters.values()])  # type: ignore[attr-defined]
+    parameters = [context, *signature.parameters.values()]
+    callback.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     callback.__doc__ = export.__doc__
     group = typer.Typer(invoke_without_command=True, no_args_is_help=True)
     group.callback()(callback)

@@ -152,7 +152,8 @@ def triton_backend(name_or_path: str | Path, device: str = "cpu", threads: int |
     """The ``Backend`` factory of ``runtime.loading``: the model ``name_or_path`` names on the server at ``url``
     (``served_model``). ``device``, ``threads`` and ``half`` are the server's business and must be left default."""
     if url is None:
-        raise GesturekitError("the triton backend needs the server's --url (e.g. 127.0.0.1:8000 or grpc://127.0.0.1:8001)")
+        raise GesturekitError("the triton backend needs the server's --url (e.g. 127.0.0.1:8000 or "
+                              "grpc://127.0.0.1:8001)")
     if device != "cpu" or half:
         raise GesturekitError("--device and --precision choose nothing with the triton backend (the server runs the "
                               "models on its own devices)")
