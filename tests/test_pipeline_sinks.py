@@ -5,7 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -111,8 +114,59 @@ def test_video_sink_writes_a_playable_annotated_video(tmp_path: Path) -> None:
 
 
 def test_video_sink_without_frames_writes_nothing(tmp_path: Path) -> None:
-    VideoSink(tmp_path / "v.mp4").close()
-    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "v.mp4").write_bytes(b"an earlier video")
+    assert VideoSink(tmp_path / "v.mp4").close() == f"{tmp_path / 'v.mp4'}: not written (no frame processed)"
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"] and (tmp_path / "v.mp4").read_bytes() == b"an earlier video"
+
+
+def test_an_incomplete_run_keeps_its_video_beside_the_old_one(tmp_path: Path) -> None:
+    (tmp_path / "v.mp4").write_bytes(b"an earlier video")
+    sink = VideoSink(tmp_path / "v.mp4", fps=10)
+    for i in range(4):
+        sink.write(Frame(0, i, np.full((32, 48, 3), 40, np.uint8)), HANDS, None)
+    note = sink.close(complete=False)
+    assert note == f"{tmp_path / 'v.mp4'}: left unchanged; partial results in {tmp_path / 'v.partial.mp4'}"
+    assert (tmp_path / "v.mp4").read_bytes() == b"an earlier video"
+    with av.open(str(tmp_path / "v.partial.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 4
+
+
+def test_an_encoder_error_reaches_the_writer_and_keeps_the_partial_video(tmp_path: Path) -> None:
+    sink = VideoSink(tmp_path / "v.mp4", fps=10)
+    sink.write(Frame(0, 0, np.full((32, 48, 3), 40, np.uint8)), [], None)
+    sink.write(Frame(0, 1, np.zeros((32, 48), np.uint8)), [], None)  # not RGB: drawing fails in the encoder thread
+    with pytest.raises(ValueError, match="ndim"):  # a later write raises it: the queue holds 8 frames
+        for i in range(2, 50):
+            sink.write(Frame(0, i, np.full((32, 48, 3), 40, np.uint8)), [], None)
+    with pytest.raises(GesturekitError, match=r"ndim.*; partial video in .*v\.partial\.mp4$"):
+        sink.close()
+    assert not (tmp_path / "v.mp4").exists()
+    with av.open(str(tmp_path / "v.partial.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 1
+
+
+KILLED_WRITER = """
+import os, signal, sys, time
+from pathlib import Path
+import numpy as np
+from gesturekit.pipeline.sinks import VideoSink
+from gesturekit.pipeline.sources import Frame
+sink = VideoSink(Path(sys.argv[1]), fps=10)
+for i in range(45):
+    sink.write(Frame(0, i, np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8)), [], None)
+time.sleep(1.0)  # the encoder thread catches up
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_run_still_leaves_a_playable_video(tmp_path: Path) -> None:
+    """Fragmented MP4: every finished second is playable without the end the killed run never wrote."""
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "v.mp4")], timeout=120)
+    assert result.returncode == -signal.SIGKILL
+    (staged,) = tmp_path.glob(".v.*.partial.mp4")
+    with av.open(str(staged)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert 30 <= len(frames) <= 45 and frames[0].shape == (48, 64, 3)
 
 
 def test_preview_serves_mjpeg_on_localhost() -> None:

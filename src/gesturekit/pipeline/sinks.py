@@ -118,7 +118,8 @@ _END = object()
 _MP4_SUFFIXES = frozenset({".mp4", ".mov", ".m4v"})
 # Fragmented MP4: each fragment (a second at most) is playable once written, so even a killed run
 # leaves a video that plays up to its last second; no index is written at the end.
-_MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000"}
+_MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
+                "flush_packets": "1"}
 _X264_OPTIONS = {"preset": "ultrafast"}  # the annotated copy is for viewing; encoding stays cheap
 
 
@@ -178,7 +179,7 @@ class VideoSink(FileSink):
                     count += 1
                 except BaseException as exc:  # noqa: BLE001 - raised by the next write() or close()
                     self._error = exc
-            if container is not None and stream is not None and self._error is None:
+            if container is not None and stream is not None:  # also after an error: the frames before it
                 for packet in stream.encode():
                     container.mux(packet)
         except BaseException as exc:  # noqa: BLE001 - raised by close()
