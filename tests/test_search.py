@@ -19,7 +19,7 @@ from gesturekit.engine.checkpoint import save_checkpoint
 from gesturekit.errors import GesturekitError
 from gesturekit.optimize.prune import prune_model, save_pruned_checkpoint
 from gesturekit.optimize.restore import load_model_from_checkpoint, load_pruned_checkpoint
-from gesturekit.optimize.search import search_threshold
+from gesturekit.training.search import search_threshold
 from gesturekit.training.detector import build_detector
 
 

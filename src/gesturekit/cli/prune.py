@@ -15,7 +15,7 @@ from gesturekit.errors import GesturekitError
 
 if TYPE_CHECKING:  # the heavy modules (torch, torch-pruning) load when a command runs
     from gesturekit.optimize.prune import ChannelSelection, PruneReport
-    from gesturekit.optimize.search import SearchResult
+    from gesturekit.training.search import SearchResult
 
 
 class EqualizationChoice(str, Enum):
@@ -80,7 +80,8 @@ def _search(model: Path, output: Path, spec_path: Path, target_drop: float, thre
     from gesturekit.config.base import load_spec
     from gesturekit.config.specs import ClassifierSpec, DetectorSpec
     from gesturekit.engine.checkpoint import load_checkpoint
-    from gesturekit.optimize.search import save_chosen, search_threshold, spec_metric
+    from gesturekit.evaluation.spec_metric import spec_metric
+    from gesturekit.training.search import save_chosen, search_threshold
 
     task = (load_checkpoint(model).get("metadata") or {}).get("task")
     spec = load_spec(spec_path, ClassifierSpec if task == "classification" else DetectorSpec)

@@ -94,41 +94,6 @@ def metric_name(spec: Spec) -> str:
     return "ap50" if isinstance(spec, DetectorSpec) else "macro_f1"
 
 
-def spec_metric(spec: Spec, device: str = "cpu") -> EvalFn:
-    """The search metric of a spec: mean AP@0.5 (detector) or macro-F1 (classifier) over
-    ``evaluation.datasets`` at ``evaluation.split``, run through the PyTorch runtime backend.
-
-    Raises:
-        GesturekitError: the spec lists no evaluation datasets.
-    """
-    if not spec.evaluation.datasets:
-        raise GesturekitError("evaluation.datasets: empty; the threshold search needs data to measure the model on")
-    from gesturekit.runtime.torch_backend import TorchBackend
-
-    evaluation, class_map = spec.evaluation, spec.dataset.class_map
-    if isinstance(spec, DetectorSpec):
-        from gesturekit.evaluation.detection import evaluate_detector_on
-        from gesturekit.runtime.detector import HandDetector
-
-        def detector_ap50(model: nn.Module) -> float:
-            results = evaluate_detector_on(
-                HandDetector(TorchBackend(model, device)), evaluation.datasets, evaluation.split, class_map,
-                evaluation.minimum_width, evaluation.minimum_height, evaluation.kitti_iou_threshold)
-            return sum(r["ap50"] for r in results.values()) / len(results)
-
-        return detector_ap50
-
-    from gesturekit.evaluation.classification import evaluate_classifier_on
-    from gesturekit.runtime.classifier import GestureClassifier
-
-    def classifier_macro_f1(model: nn.Module) -> float:
-        results = evaluate_classifier_on(GestureClassifier(TorchBackend(model, device)), evaluation.datasets,
-                                         evaluation.split, class_map)
-        return sum(r["macro_f1"] for r in results.values()) / len(results)
-
-    return classifier_macro_f1
-
-
 def retrain_spec(spec: Spec, pruned: Path, epochs: int) -> Spec:
     """``spec`` set to retrain the pruned checkpoint ``pruned`` for ``epochs`` epochs (float, no QAT)."""
     data = spec.model_dump()
@@ -204,7 +169,8 @@ def search_threshold(
     Args:
         checkpoint: the trained (unpruned or pruned) checkpoint to start from.
         spec: the spec it was trained with (its data, augmentation and schedule retrain each point).
-        eval_fn: model (eval mode, CPU) -> metric in [0, 1]; ``spec_metric(spec)`` for the usual one.
+        eval_fn: model (eval mode, CPU) -> metric in [0, 1]; ``evaluation.spec_metric.spec_metric(spec)`` for the
+            usual one.
         target_drop: the largest acceptable drop, in percentage points of the metric.
         thresholds: thresholds in [0, 1] to try; default ``DEFAULT_THRESHOLDS``.
         retrain_epochs: epochs of retraining after each pruning.
