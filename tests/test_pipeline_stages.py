@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torchvision.transforms.v2 import functional as F
 
 from gesturekit.models.zoo import ONNX, zoo_path
 from gesturekit.pipeline.app import CascadeApp
@@ -21,7 +18,6 @@ from gesturekit.pipeline.predictions import read_predictions
 from gesturekit.pipeline.sinks import JsonSink, PerfMeter
 from gesturekit.pipeline.sources import open_source
 from gesturekit.pipeline.tracker import IoUTracker
-from gesturekit.runtime.detector import frame_tensor
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from test_pipeline_fakes import BrightnessClassifier, SquareDetector, write_video
 
@@ -107,23 +103,6 @@ def test_average_fps_of_a_source_ends_at_its_last_frame() -> None:
             meter.tick(0)
     assert meter.average(0) == pytest.approx(10 / 0.5)  # not 10 frames over the long source's 2 s
     assert meter.average(1) == pytest.approx(40 / 2.0)
-
-
-def test_frame_tensor_is_a_view_and_resizes_bit_identically_to_a_contiguous_copy() -> None:
-    rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, (123, 77, 3), dtype=np.uint8)
-    view = frame_tensor(frame)
-    assert view.shape == (3, 123, 77) and view.data_ptr() == frame.ctypes.data
-    for height, width, size in [(123, 77, (50, 31)), (40, 90, (160, 160)), (300, 200, (448, 288))]:
-        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)[1:, 2:]  # a strided crop
-        contiguous = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C"))
-        assert torch.equal(F.resize(frame_tensor(image), list(size), antialias=True),
-                           F.resize(contiguous, list(size), antialias=True))
-    read_only = np.asarray(frame)
-    read_only.flags.writeable = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert torch.equal(frame_tensor(read_only), view)
 
 
 def test_onnxruntime_threads_spin_only_when_asked() -> None:

@@ -25,7 +25,6 @@ from gesturekit.data.transforms import (
     letterbox,
     letterbox_geometry,
     normalize,
-    normalized_canvas,
 )
 
 NO_COLOR = ColorJitter(brightness=0, contrast=0, saturation=0, hue=0)
@@ -80,16 +79,6 @@ def test_normalize() -> None:
     out = normalize(torch.full((3, 2, 2), 255, dtype=torch.uint8))
     assert out.dtype == torch.float32
     assert out[:, 0, 0].tolist() == pytest.approx([(1 - m) / s for m, s in zip(MEAN, STD)])
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_normalized_canvas_is_normalize_of_the_zero_padded_image(channels_last: bool) -> None:
-    image = torch.randint(0, 256, (3, 37, 50), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    if channels_last:  # as resizing a permuted frame view gives
-        image = image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
-    canvas = normalized_canvas(image, 64, 64)
-    assert canvas.shape == (3, 64, 64) and canvas.dtype == torch.float32 and canvas.is_contiguous()
-    torch.testing.assert_close(canvas, normalize(F.pad(image, [0, 0, 14, 27], fill=0)), rtol=0, atol=1e-6)
 
 
 def test_letterbox_geometry_is_letterbox_s() -> None:

@@ -1,14 +1,13 @@
 """Preprocessing and augmentation presets (torchvision.transforms.v2; boxes follow the geometry).
 
-``letterbox`` + ``normalize`` is the detector preprocessing of evaluation; the runtime computes the
-same values with ``letterbox_geometry`` + ``normalized_canvas`` (one pass, any memory layout).
+``letterbox`` + ``normalize`` is the detector preprocessing of evaluation; the runtime computes it without
+torch (``runtime.preprocess``: Pillow's resize, within one level of 255 of torchvision's).
 ``crop_roi`` is the classifier's cut of a hand box (the crop convention of ``data.crops``).
-``MEAN``/``STD`` are the normalisation constants written into model metadata.
+The geometry and normalisation constants live in ``data.geometry`` (torch-free, for the runtime).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -23,15 +22,18 @@ from gesturekit.config.specs import (
     DetectionAugmentation,
 )
 from gesturekit.data.crops import widen_box
+from gesturekit.data.geometry import (  # noqa: F401  (MEAN, STD, PAD_STRIDE, pad_to_stride, frame_scale: re-exported)
+    MEAN,
+    PAD_STRIDE,
+    STD,
+    frame_scale,
+    letterbox_geometry,
+    pad_to_stride,
+)
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-PAD_STRIDE = 32
-"""The runtime's letterboxed input (and the detector's validation input) is padded to a multiple of this."""
 Target = dict[str, torch.Tensor]
 
 
-_SCALE = torch.tensor([1 / (255 * s) for s in STD]).view(3, 1, 1)
 _OFFSET = torch.tensor([m / s for m, s in zip(MEAN, STD)]).view(3, 1, 1)
 
 
@@ -45,17 +47,6 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     return F.normalize(F.to_dtype(image, torch.float32, scale=True), MEAN, STD)
 
 
-def normalized_canvas(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 [3, h, w] -> contiguous float32 [3, height, width]: ``normalize`` of the image zero-padded at
-    the bottom and right, written in place. The same values within 1e-6, several times faster on the
-    channels-last tensors that resizing a frame view gives (the runtime's preprocessing)."""
-    canvas = torch.empty(3, height, width)
-    canvas.copy_((-_OFFSET).expand(3, height, width))  # normalised black
-    h, w = image.shape[-2:]
-    canvas[:, :h, :w].copy_(image).mul_(_SCALE).sub_(_OFFSET)
-    return canvas
-
-
 def pad_normalized(images: Sequence[torch.Tensor]) -> torch.Tensor:
     """Normalised float images [3, h, w] of any sizes -> one batch [B, 3, H, W], each padded at the bottom
     and right to the largest height and width with normalised black (as ``letterbox`` pads)."""
@@ -66,37 +57,6 @@ def pad_normalized(images: Sequence[torch.Tensor]) -> torch.Tensor:
     for canvas, image in zip(batch, images):
         canvas[:, :image.shape[-2], :image.shape[-1]] = image
     return batch
-
-
-def pad_to_stride(length: float, stride: int = PAD_STRIDE) -> int:
-    """``length`` rounded up to a multiple of ``stride`` (a side of the letterboxed input)."""
-    return math.ceil(length / stride) * stride
-
-
-def frame_scale(height: int, width: int, size: int) -> float:
-    """The runtime's resize factor for a ``height x width`` frame at input size ``size``.
-
-    The frame keeps its aspect ratio and is resized to the pixel count of a 4:3 frame whose long side is
-    ``size`` (448 -> 448x336), so every aspect ratio costs the detector about the same, up to a long side
-    of ``4/3 * size``. A 4:3 frame is resized exactly as "long side ``size``" would; a 16:9 frame gets
-    1.18x the scale (640x360 -> 530x298, where the long-side rule gave 448x252: hands cut by the frame
-    border are a few pixels tall), a square one 0.87x.
-    """
-    return min(math.sqrt(size * size * 0.75 / (height * width)), size * 4 / 3 / max(height, width))
-
-
-def letterbox_geometry(height: int, width: int, size: int, stride: int = PAD_STRIDE,
-                       square: bool = True) -> tuple[int, int, int, int, float]:
-    """``(resized_h, resized_w, padded_h, padded_w, scale)`` of ``letterbox``.
-
-    ``square``: long side ``size``, padded to ``size x size`` (the training canvas); otherwise the
-    runtime's ``frame_scale``, each side padded to a multiple of ``stride``.
-    """
-    scale = size / max(height, width) if square else frame_scale(height, width, size)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    if square:
-        return new_h, new_w, size, size, scale
-    return new_h, new_w, pad_to_stride(new_h, stride), pad_to_stride(new_w, stride), scale
 
 
 def letterbox(

@@ -22,10 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from gesturekit.config.specs import CropConvention, DetectionPostprocessing
-from gesturekit.data.transforms import MEAN, STD
+from gesturekit.data.geometry import MEAN, STD
 from gesturekit.errors import GesturekitError
 from gesturekit.models.postprocess import postprocess
 
@@ -100,24 +98,38 @@ def check_metadata(meta: Any, source: str, task: str | None = None) -> dict[str,
     return dict(meta)
 
 
+def metadata_from_props(props: Mapping[str, str], source: str) -> dict[str, Any]:
+    """The metadata in an ONNX model's ``metadata_props`` (as ``{key: value}``), validated.
+
+    Raises:
+        GesturekitError: no gesturekit key, invalid JSON or invalid metadata (naming ``source``).
+    """
+    if ONNX_KEY not in props:
+        raise GesturekitError(f"{source}: no gesturekit metadata (metadata_props key {ONNX_KEY!r})")
+    try:
+        meta = json.loads(props[ONNX_KEY])
+    except json.JSONDecodeError:
+        raise GesturekitError(f"{source}: metadata_props[{ONNX_KEY!r}] is not valid JSON") from None
+    return check_metadata(meta, source)
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata stored in an ONNX file's ``metadata_props`` (validated).
+    """The metadata stored in an ONNX file's ``metadata_props`` (validated), read with ONNX Runtime (a
+    runtime install has no ``onnx`` package); the graph is loaded but not optimised.
 
     Raises:
         GesturekitError: the file is missing, not ONNX, or holds no valid gesturekit metadata.
     """
+    import onnxruntime as ort
+
     path = Path(path)
     if not path.is_file():
         raise GesturekitError(f"{path}: ONNX file not found")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # a bad file raises DecodeError, ValueError or OSError depending on the damage
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
         raise GesturekitError(f"{path}: not a readable ONNX model") from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    if ONNX_KEY not in props:
-        raise GesturekitError(f"{path}: no gesturekit metadata (metadata_props key {ONNX_KEY!r})")
-    try:
-        meta = json.loads(props[ONNX_KEY])
-    except json.JSONDecodeError:
-        raise GesturekitError(f"{path}: metadata_props[{ONNX_KEY!r}] is not valid JSON") from None
-    return check_metadata(meta, str(path))
+    return metadata_from_props(session.get_modelmeta().custom_metadata_map, str(path))

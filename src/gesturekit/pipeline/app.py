@@ -407,9 +407,10 @@ def model_names(config: AppConfig) -> dict[str, str | None]:
     }
 
 
-def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
+def load_models(config: AppConfig, **backend_options: Any) -> tuple[Detector, Classifier | None]:
     """The detector (with its verifier) and (unless disabled) classifier named by the config, via
-    ``runtime.loading``. The detector keeps the hands a classifier may confirm (``build_cascade``)."""
+    ``runtime.loading`` (``backend_options``: the backend's own, e.g. a server's ``url``). The detector
+    keeps the hands a classifier may confirm (``build_cascade``)."""
     from gesturekit.runtime import loading
 
     primary, secondary = config.primary, config.secondary
@@ -424,13 +425,13 @@ def load_models(config: AppConfig) -> tuple[Detector, Classifier | None]:
                                      threads=threads, half=primary.half, score_threshold=floor,
                                      verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
                                      trust_threshold=primary.trust_threshold, verifier_weight=primary.verifier_weight,
-                                     refine_boxes=primary.refine_boxes)
+                                     refine_boxes=primary.refine_boxes, **backend_options)
     classifier = None
     if names["classifier"] is not None:
         # torch threads are per process: only ONNX Runtime sessions get their own thread count
         threads = secondary.threads if primary.backend == "onnxruntime" else primary.threads
         classifier = loading.load_classifier(names["classifier"], backend=primary.backend, device=primary.device,
-                                             threads=threads, half=primary.half)
+                                             threads=threads, half=primary.half, **backend_options)
     return detector, classifier
 
 

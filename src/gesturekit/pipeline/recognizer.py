@@ -149,6 +149,7 @@ class GestureRecognizer:
         track: track hands and vote their gestures in ``stream`` (default on).
         config: an app config (``AppConfig`` or a YAML path) whose other keys apply; the arguments
             above override it.
+        url: the server of a serving backend (``runtime.loading.BACKENDS``).
         **options: further app config keys as ``section__key`` (``primary__refine_boxes="small"``,
             ``secondary__min_crop_size=24``, ``primary__threads=2``).
 
@@ -169,6 +170,7 @@ class GestureRecognizer:
         classify: bool | None = None,
         track: bool | None = None,
         config: AppConfig | str | Path | None = None,
+        url: str | None = None,
         **options: object,
     ) -> None:
         base = config if isinstance(config, AppConfig) else load_app_config(config)
@@ -182,7 +184,7 @@ class GestureRecognizer:
             primary__verifier=None if verifier is None else str(verifier), primary__backend=backend,
             primary__device=device, primary__score_threshold=score_threshold, primary__verify=verify,
             secondary__enabled=classify, tracker__enabled=track, **options)
-        self.detector, self.classifier = load_models(self.config)
+        self.detector, self.classifier = load_models(self.config, **({"url": url} if url else {}))
         self.cascade = build_cascade(self.config, self.detector, self.classifier)
 
     def recognize(self, image: Any) -> Result:

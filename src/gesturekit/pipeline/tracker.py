@@ -15,10 +15,48 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from gesturekit.boxes import box_iou
 from gesturekit.pipeline.predictions import HandPrediction
+
+
+def linear_sum_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and columns of a minimum-cost assignment of a [N, M] matrix (as scipy's function of that
+    name, without importing scipy into the runtime): the Hungarian method with potentials, O(N^2 M),
+    for the few hands of a frame."""
+    flip = cost.shape[0] > cost.shape[1]
+    a = np.asarray(cost.T if flip else cost, np.float64)
+    n, m = a.shape
+    u, v = np.zeros(n + 1), np.zeros(m + 1)
+    owner = np.zeros(m + 1, np.int64)  # owner[j]: the row (1-based) given column j; column 0 is the root
+    way = np.zeros(m + 1, np.int64)
+    for row in range(1, n + 1):
+        owner[0], col = row, 0
+        slack, used = np.full(m + 1, np.inf), np.zeros(m + 1, bool)
+        while owner[col]:
+            used[col] = True
+            i = owner[col]
+            reduced = a[i - 1] - u[i] - v[1:]
+            free = ~used[1:]
+            better = free & (reduced < slack[1:])
+            slack[1:][better], way[1:][better] = reduced[better], col
+            candidates = np.where(free, slack[1:], np.inf)
+            nxt = int(np.argmin(candidates)) + 1
+            delta = candidates[nxt - 1]
+            u[owner[used]] += delta
+            v[used] -= delta
+            slack[1:][free] -= delta
+            col = nxt
+        while col:
+            prev = way[col]
+            owner[col] = owner[prev]
+            col = prev
+    cols = np.flatnonzero(owner[1:])
+    rows = owner[1:][cols] - 1
+    if flip:
+        rows, cols = cols, rows
+    order = np.argsort(rows)
+    return rows[order], cols[order]
 
 
 def match(iou: np.ndarray, threshold: float, method: Literal["hungarian", "greedy"]) -> list[tuple[int, int]]:

@@ -6,7 +6,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from gesturekit.data.transforms import MEAN, STD
+from gesturekit.data.geometry import MEAN, STD
 from gesturekit.errors import GesturekitError
 from gesturekit.models.metadata import check_metadata
 

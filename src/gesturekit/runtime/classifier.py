@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from torchvision.transforms.v2 import functional as F
 
 from gesturekit.data.crops import widen_box
-from gesturekit.data.transforms import normalized_canvas
 from gesturekit.runtime.backend import Backend, backend_metadata
-from gesturekit.runtime.detector import frame_tensor
-
-
-def preprocess_crop(crop: np.ndarray, input_size: int) -> np.ndarray:
-    """Resize a uint8 RGB crop [h,w,3] to ``input_size`` square and normalise: the evaluation
-    preprocessing of training, within 1e-6. Returns float32 [3,S,S]."""
-    return normalized_canvas(F.resize(frame_tensor(crop), [input_size, input_size], antialias=True),
-                             input_size, input_size).numpy()
+from gesturekit.runtime.preprocess import preprocess_crop
 
 
 class GestureClassifier:

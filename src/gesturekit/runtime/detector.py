@@ -6,13 +6,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torchvision.ops import batched_nms
-from torchvision.transforms.v2 import functional as F
 
-from gesturekit.data.transforms import PAD_STRIDE, letterbox_geometry, normalized_canvas
-from gesturekit.models.postprocess import postprocess
+from gesturekit.models.postprocess import nms, postprocess
 from gesturekit.runtime.backend import Backend, backend_metadata
+from gesturekit.runtime.preprocess import preprocess_frame
 
 if TYPE_CHECKING:
     from gesturekit.runtime.verifier import HandVerifier
@@ -25,34 +22,6 @@ class Detection:
     bbox: tuple[float, float, float, float]
     score: float
     label: str
-
-
-def frame_tensor(frame: np.ndarray) -> torch.Tensor:
-    """uint8 RGB [H,W,3] array -> uint8 tensor [3,H,W], a channels-last view of the array.
-
-    No transposed copy: torch's antialiased uint8 resize gives bit-identical results on the view
-    and runs faster on it. A read-only array (``np.asarray`` of a PIL image) is copied as is.
-    """
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 RGB frame [H,W,3], got {getattr(frame, 'dtype', type(frame))} "
-                         f"{getattr(frame, 'shape', '')}")
-    return torch.from_numpy(frame if frame.flags.writeable else frame.copy()).permute(2, 0, 1)
-
-
-def preprocess_frame(frame: np.ndarray, input_size: int) -> tuple[np.ndarray, float]:
-    """Letterbox (resized by ``frame_scale``, padded to ``PAD_STRIDE``) and normalise a frame.
-
-    Args:
-        frame: uint8 RGB [H,W,3].
-
-    Returns:
-        float32 [3,h,w] and ``scale`` (a frame point ``p`` is at ``p * scale`` in the input): the values of
-        ``normalize(letterbox(..., square=False))``, within 1e-6.
-    """
-    new_h, new_w, padded_h, padded_w, scale = letterbox_geometry(*frame.shape[:2], input_size, PAD_STRIDE,
-                                                                 square=False)
-    resized = F.resize(frame_tensor(frame), [new_h, new_w], antialias=True)
-    return normalized_canvas(resized, padded_h, padded_w).numpy(), scale
 
 
 class HandDetector:
@@ -91,7 +60,7 @@ class HandDetector:
         results: list[list[Detection]] = [[] for _ in frames]
         for indices in groups.values():
             boxes, scores = self.backend.infer(np.stack([inputs[i][0] for i in indices]))
-            decoded = postprocess(torch.from_numpy(boxes), torch.from_numpy(scores), **self.postprocessing)
+            decoded = postprocess(boxes, scores, **self.postprocessing)
             for i, found in zip(indices, decoded):
                 results[i] = self._to_frame(found, inputs[i][1], frames[i].shape[:2])
         if self.verifier is not None:
@@ -105,15 +74,15 @@ class HandDetector:
         has moved boxes; best first."""
         if len(found) < 2:
             return found
-        keep = batched_nms(torch.tensor([d.bbox for d in found]), torch.tensor([d.score for d in found]),
-                           torch.tensor([self.classes.index(d.label) for d in found]),
-                           float(self.postprocessing.get("nms_iou_threshold", 0.5)))
+        keep = nms(np.array([d.bbox for d in found]), np.array([d.score for d in found]),
+                   np.array([self.classes.index(d.label) for d in found]),
+                   float(self.postprocessing.get("nms_iou_threshold", 0.5)))
         return [found[i] for i in keep.tolist()]
 
-    def _to_frame(self, found: dict[str, torch.Tensor], scale: float, frame_hw: tuple[int, int]) -> list[Detection]:
+    def _to_frame(self, found: dict[str, np.ndarray], scale: float, frame_hw: tuple[int, int]) -> list[Detection]:
         """Input-pixel boxes -> frame pixels (divide by ``scale``, clip to the frame)."""
         height, width = frame_hw
-        boxes = (found["boxes"] / scale).numpy()
+        boxes = found["boxes"] / scale
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         return [

@@ -3,28 +3,33 @@
 ``name_or_path`` is, in this order: an existing ``.onnx`` file (onnxruntime backend), an existing
 ``.pt`` checkpoint (torch backend), a directory holding ``model.onnx`` / ``model.pt``, or the name
 of a zoo model (``models/zoo.py``).
+
+Backends are looked up by name in ``BACKENDS``; each imports its library when first used, so that
+the ONNX Runtime path never imports torch.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import Any
 
 from gesturekit.config.app import RefineBoxes
 from gesturekit.errors import GesturekitError
 from gesturekit.models.zoo import CHECKPOINT, ONNX, zoo_names, zoo_path
-from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.runtime.backend import Backend
 from gesturekit.runtime.classifier import GestureClassifier
 from gesturekit.runtime.detector import HandDetector
-from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
-from gesturekit.runtime.torch_backend import TorchBackend
 from gesturekit.runtime.verifier import HandVerifier
 
-BackendName = Literal["onnxruntime", "torch"]
+BackendName = str
 _FILES = {"onnxruntime": ONNX, "torch": CHECKPOINT}
+BACKENDS: dict[str, tuple[str, str | None]] = {
+    "onnxruntime": ("gesturekit.runtime.loading:onnxruntime_backend", None),
+    "torch": ("gesturekit.runtime.loading:torch_backend", "train"),
+}
+"""Backend name -> ``("module:factory", the pip extra that installs its library)``; the factory, imported on
+first use, is called as ``factory(name_or_path, device=, threads=, half=, **options) -> Backend``."""
 
 
 def backend_for(model: str | Path, backend: BackendName | None = None) -> BackendName:
@@ -40,7 +45,7 @@ def resolve_model_file(name_or_path: str | Path, backend: BackendName) -> Path:
     """
     path = Path(name_or_path)
     if backend not in _FILES:
-        raise GesturekitError(f"unknown backend {backend!r} (choose onnxruntime or torch)")
+        raise GesturekitError(f"backend {backend!r} loads no model file (file backends: {', '.join(_FILES)})")
     if not path.exists():
         names = zoo_names()
         if str(name_or_path) not in names:
@@ -67,19 +72,40 @@ def load_backend(
     device: str = "cpu",
     threads: int | None = None,
     half: bool = False,
+    **options: Any,
 ) -> Backend:
     """A backend over the model named by ``name_or_path`` (see module docstring).
 
     Args:
+        backend: a name in ``BACKENDS``.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (onnxruntime: the CUDA execution provider).
         threads: CPU threads (onnxruntime intra-op threads; torch: ``torch.set_num_threads``).
         half: FP16 inference (torch backend on CUDA only).
+        **options: backend-specific (e.g. a server's ``url``).
+
+    Raises:
+        GesturekitError: an unknown backend, one whose library is not installed (naming its extra), or a
+            model it cannot load.
     """
-    path = resolve_model_file(name_or_path, backend)
-    if backend == "torch":
-        if threads:
-            torch.set_num_threads(threads)
-        return TorchBackend(load_model_from_checkpoint(path), device=device, half=half)
+    if backend not in BACKENDS:
+        raise GesturekitError(f"unknown backend {backend!r} (choose {', '.join(BACKENDS)})")
+    target, extra = BACKENDS[backend]
+    module, _, name = target.partition(":")
+    try:
+        return getattr(import_module(module), name)(name_or_path, device=device, threads=threads, half=half,
+                                                    **options)
+    except ModuleNotFoundError as exc:
+        if extra is None:
+            raise
+        raise GesturekitError(f"the {backend} backend needs {exc.name}: pip install 'gesturekit[{extra}]'") from None
+
+
+def onnxruntime_backend(name_or_path: str | Path, device: str = "cpu", threads: int | None = None,
+                        half: bool = False) -> Backend:
+    """An ``OnnxRuntimeBackend`` on the CPU or a CUDA execution provider."""
+    from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    path = resolve_model_file(name_or_path, "onnxruntime")
     if half:
         raise GesturekitError(f"{path}: half precision is for the torch backend (export an FP16 ONNX instead)")
     providers = None
@@ -89,6 +115,20 @@ def load_backend(
     elif device != "cpu":
         raise GesturekitError(f"device {device!r}: expected cpu, cuda or cuda:N")
     return OnnxRuntimeBackend(path, threads=threads, providers=providers)
+
+
+def torch_backend(name_or_path: str | Path, device: str = "cpu", threads: int | None = None,
+                  half: bool = False) -> Backend:
+    """A ``TorchBackend`` over a ``.pt`` checkpoint (torch and the model code are imported here)."""
+    import torch
+
+    from gesturekit.optimize.restore import load_model_from_checkpoint
+    from gesturekit.runtime.torch_backend import TorchBackend
+
+    path = resolve_model_file(name_or_path, "torch")
+    if threads:
+        torch.set_num_threads(threads)
+    return TorchBackend(load_model_from_checkpoint(path), device=device, half=half)
 
 
 def load_detector(
@@ -103,6 +143,7 @@ def load_detector(
     trust_threshold: float = 0.6,
     verifier_weight: float = 0.3,
     refine_boxes: RefineBoxes = "doubtful",
+    **options: Any,
 ) -> HandDetector:
     """A ``HandDetector`` (arguments as ``load_backend``; ``score_threshold`` overrides the model's),
     with ``verifier`` (a hand-vs-background classifier, loaded like the detector) as its second
@@ -111,9 +152,9 @@ def load_detector(
     ``refine_boxes`` names moved by its box head (``runtime.verifier.HandVerifier``)."""
     second = None
     if verifier is not None:
-        second = HandVerifier(load_classifier(verifier, backend, device, threads, half), candidate_threshold,
-                              trust_threshold, verifier_weight, refine_boxes)
-    return HandDetector(load_backend(name_or_path, backend, device, threads, half), score_threshold, second)
+        second = HandVerifier(load_classifier(verifier, backend, device, threads, half, **options),
+                              candidate_threshold, trust_threshold, verifier_weight, refine_boxes)
+    return HandDetector(load_backend(name_or_path, backend, device, threads, half, **options), score_threshold, second)
 
 
 def load_classifier(
@@ -122,6 +163,7 @@ def load_classifier(
     device: str = "cpu",
     threads: int | None = None,
     half: bool = False,
+    **options: Any,
 ) -> GestureClassifier:
     """A ``GestureClassifier`` (arguments as ``load_backend``)."""
-    return GestureClassifier(load_backend(name_or_path, backend, device, threads, half))
+    return GestureClassifier(load_backend(name_or_path, backend, device, threads, half, **options))

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from gesturekit.errors import GesturekitError
-from gesturekit.models.metadata import read_onnx_metadata
+from gesturekit.models.metadata import metadata_from_props
 
 MAX_DEFAULT_THREADS = 8
 """Default intra-op threads: the CPU count, capped (more threads rarely help a small network)."""
@@ -41,17 +40,14 @@ class OnnxRuntimeBackend:
         spin: bool = False,
     ) -> None:
         self.path = Path(path)
-        self.metadata = read_onnx_metadata(self.path)
+        if not self.path.is_file():
+            raise GesturekitError(f"{self.path}: ONNX file not found")
         providers = list(providers or ["CPUExecutionProvider"])
         names = [p if isinstance(p, str) else p[0] for p in providers]
         missing = [n for n in names if n not in ort.get_available_providers()]
         if missing:
             raise GesturekitError(f"{self.path}: onnxruntime has no {missing[0]} (available: "
                                   f"{', '.join(ort.get_available_providers())})")
-        # On this path torch only runs small pre/post-processing ops (resize, normalise, NMS), where
-        # its thread pool costs far more than it gives when ONNX Runtime's threads hold the cores
-        # (a 640x480 letterbox: 47 ms with 2 torch threads beside a busy session, 2 ms with 1).
-        torch.set_num_threads(1)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
@@ -60,7 +56,11 @@ class OnnxRuntimeBackend:
         # they need (asl_hand.25fps.mp4 on 2 cores: 87 ms of CPU a frame and 23 FPS spinning, 33 ms
         # and 49 FPS not). ``spin=True`` suits one model called back to back (lowest latency).
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph types
+            raise GesturekitError(f"{self.path}: not a readable ONNX model") from None
+        self.metadata = metadata_from_props(self.session.get_modelmeta().custom_metadata_map, str(self.path))
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:

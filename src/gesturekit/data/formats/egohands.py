@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 
 from gesturekit.data.formats.kitti import check_box, image_size, is_image, parse_number, read_text
 from gesturekit.data.records import Box, ImageAnnotation
@@ -39,6 +38,10 @@ SAMPLES_DIR = "_LABELLED_SAMPLES"
 def _load_mat(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise GesturekitError(f"{path}: file not found")
+    try:
+        import scipy.io  # a training extra, imported here so that the CLI starts without it
+    except ModuleNotFoundError:
+        raise GesturekitError(f"{path}: reading MATLAB files needs scipy: pip install 'gesturekit[train]'") from None
     try:
         return scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
     except Exception as exc:  # noqa: BLE001 - scipy raises many types for a corrupt file

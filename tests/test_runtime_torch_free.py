@@ -1,0 +1,84 @@
+"""The ONNX Runtime path is the product a user installs: it imports no torch, torchvision, scipy or
+matplotlib, and its numpy preprocessing is torchvision's bit for bit (the models' evaluation input)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment as scipy_assignment
+from torchvision.transforms.v2 import functional as F
+
+from gesturekit.pipeline.tracker import linear_sum_assignment
+from gesturekit.runtime.preprocess import normalized_canvas, resize
+
+TRAINING_ONLY = ("torch", "torchvision", "scipy", "matplotlib", "onnx", "tensorboard", "torch_pruning")
+
+RUN = """
+import json, sys
+from gesturekit.cli.main import main
+args = sys.argv[1:]
+for argv in (args[:4], args[4:]):
+    sys.argv = ["gesturekit", "infer", *argv]
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+from gesturekit import GestureRecognizer
+rec = GestureRecognizer()
+hands = rec.recognize(args[1]).hands
+frames = sum(1 for _ in rec.stream(args[4], max_frames=3))
+print(json.dumps({"modules": sorted(m for m in %r if m in sys.modules), "hands": len(hands), "frames": frames}))
+"""
+
+
+def test_infer_and_the_api_import_no_training_library(data_root: Path, tmp_path: Path) -> None:
+    image = next((data_root / "hagrid" / "frames").glob("*.jpg"))
+    video = data_root / "video" / "asl_hand.25fps.mp4"
+    args = ["-q", str(image), "--out-json", str(tmp_path / "image.jsonl"),
+            str(video), "--max-frames", "5", "--out-json", str(tmp_path / "video.jsonl")]
+    done = subprocess.run([sys.executable, "-c", RUN % (TRAINING_ONLY,), *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["modules"] == []
+    assert report["hands"] >= 1 and report["frames"] == 3
+    assert len((tmp_path / "video.jsonl").read_text().splitlines()) == 5
+    assert json.loads((tmp_path / "image.jsonl").read_text())["detections"]
+
+
+@pytest.mark.parametrize("size", [(1080, 620, 496, 285), (480, 640, 352, 448), (360, 640, 306, 544), (37, 50, 64, 64),
+                                  (600, 500, 128, 128), (2000, 1500, 96, 72), (100, 100, 100, 50), (100, 90, 40, 90)])
+def test_resize_is_torchvisions_bit_for_bit(size: tuple[int, int, int, int]) -> None:
+    height, width, new_h, new_w = size
+    image = np.random.default_rng(height * width).integers(0, 256, (height + 9, width + 7, 3), dtype=np.uint8)
+    crop = image[5:5 + height, 3:3 + width]  # a strided view, as the classifier's crops are
+    expected = F.resize(torch.from_numpy(crop.copy()).permute(2, 0, 1), [new_h, new_w], antialias=True)
+    assert np.array_equal(resize(crop, new_h, new_w), expected.permute(1, 2, 0).numpy())
+
+
+def test_normalized_canvas_pads_with_normalised_black() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    canvas = normalized_canvas(image, 64, 64)
+    padded = F.pad(torch.from_numpy(image).permute(2, 0, 1), [0, 0, 14, 27], fill=0)
+    expected = F.normalize(padded.float() / 255, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert canvas.shape == (3, 64, 64) and canvas.dtype == np.float32 and canvas.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(canvas, expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_tracker_assignment_is_optimal() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        rows, cols = rng.integers(1, 7, 2)
+        cost = rng.random((rows, cols))
+        if trial % 3 == 0:
+            cost = cost.round(1)  # ties
+        r, c = linear_sum_assignment(cost)
+        sr, sc = scipy_assignment(cost)
+        assert len(r) == min(rows, cols) == len(set(r.tolist())) == len(set(c.tolist()))
+        assert cost[r, c].sum() == pytest.approx(cost[sr, sc].sum())
