@@ -105,3 +105,21 @@ def test_bad_inputs_are_one_line_errors(recognizer, tmp_path, data_root) -> None
         GestureRecognizer(refine_boxes="small")
     with pytest.raises(GesturekitError, match="primary.score_threshold"):
         GestureRecognizer(score_threshold=2.0)
+
+
+def test_the_shipped_sample_runs_without_the_data_folder(tmp_path) -> None:
+    import hashlib
+
+    from gesturekit.cli.main import app
+    from gesturekit.samples import SAMPLE_VIDEO
+    from typer.testing import CliRunner
+
+    digest = hashlib.sha256(SAMPLE_VIDEO.read_bytes()).hexdigest()
+    assert digest == "57c10fb1eb76639edf43e9675213dcc495c51851e32a3592cacaa9437be4f37e"  # the NOTICE's file
+    assert "Apache License, Version 2.0" in (SAMPLE_VIDEO.parent / "NOTICE").read_text()
+    out = tmp_path / "sample.jsonl"
+    run = CliRunner().invoke(app, ["infer", "--sample", "--max-frames", "4", "--out-json", str(out), "-q"])
+    assert run.exit_code == 0, run.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["frame"] for line in lines] == [0, 1, 2, 3] and lines[0]["source"] == str(SAMPLE_VIDEO)
+    assert all(line["detections"] for line in lines)

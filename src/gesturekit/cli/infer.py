@@ -118,6 +118,9 @@ def infer(
         min=0.0, help="Print per-source FPS every this many seconds (0: never). (default: 5)",
         show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    sample: Annotated[bool, typer.Option(
+        "--sample", help="Add the clip shipped with gesturekit (one hand signing letters, 13 s) to the sources.",
+    )] = False,
 ) -> None:
     """Run the hand detector -> gesture classifier cascade on images, videos, streams or cameras.
 
@@ -128,8 +131,14 @@ def infer(
     Corrupt frames are skipped and counted; live streams drop frames rather than fall behind.
 
     Example: gesturekit infer clip.mp4 --out-json preds.jsonl --out-video annotated.mp4
+
+    Try it on the shipped clip: gesturekit infer --sample --out-video asl_annotated.mp4
     """
     base = load_app_config(config)
+    if sample:
+        from gesturekit.samples import SAMPLE_VIDEO
+
+        sources = [*(sources or []), str(SAMPLE_VIDEO)]
     if sources:
         base = base.model_copy(update={"sources": list(sources)})
     cfg = configure(
