@@ -16,8 +16,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gesturekit.cli import export as export_cli
+from gesturekit.cli import export_run as export_command
 from gesturekit.errors import GesturekitError
-from gesturekit.export import command as export_command
 from gesturekit.export.onnx import check_parity, export_onnx
 from gesturekit.models import create_model
 from gesturekit.models.metadata import classifier_metadata, detector_metadata, read_onnx_metadata

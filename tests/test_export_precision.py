@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from conftest import kitti_line, make_image, write_kitti
 from gesturekit.cli import export as export_cli
+from gesturekit.cli import export_run as export_command
 from gesturekit.errors import GesturekitError
-from gesturekit.export import command as export_command
 from gesturekit.export.calibration import CalibrationItem, calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import (

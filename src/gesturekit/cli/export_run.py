@@ -1,5 +1,6 @@
-"""The work behind ``gesturekit export``: load, export at a precision, check parity and accuracy,
-optionally build a TensorRT engine (``cli/export.py`` holds only the command-line interface)."""
+"""The work behind ``gesturekit export``: load, export at a precision, check parity and accuracy through the
+runtime, optionally build a TensorRT engine, and print what was done (``cli/export.py`` holds the options;
+this module loads torch and ONNX, so it is imported when the command runs)."""
 
 from __future__ import annotations
 
