@@ -69,11 +69,11 @@ def test_average_refuses_other_architectures_and_bad_weights(tmp_path: Path) -> 
 
 
 def test_packaged_average_names_its_checkpoints_in_the_model_card(tmp_path: Path) -> None:
-    from gesturekit.models.zoo import model_card
+    from gesturekit.evaluation.cards import build_card, card_markdown
 
     a, b = _checkpoints(tmp_path)
     soup, entry = tmp_path / "soup.pt", tmp_path / "zoo" / "my-detector"
     save_checkpoint(soup, average_checkpoints([a, b]))
     result = CliRunner().invoke(app, ["models", "package", str(soup), "-o", str(entry)])
     assert result.exit_code == 0, result.output
-    assert f"| Weights | average of `{a}` (0.5), `{b}` (0.5) |" in model_card(str(entry))
+    assert f"| Weights | average of `{a}` (0.5), `{b}` (0.5) |" in card_markdown(build_card(entry))

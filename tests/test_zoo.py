@@ -1,4 +1,4 @@
-"""The model zoo: lookup, listing, model cards generated from the zoo files, ``gesturekit models``."""
+"""The model zoo: lookup, listing, ``gesturekit models`` (the cards: tests/test_cards.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from gesturekit.cli.models import app
 from gesturekit.errors import GesturekitError
+from gesturekit.evaluation.cards import build_card, card_markdown
 from gesturekit.export.onnx import export_onnx
 from gesturekit.models import create_model, zoo
 from gesturekit.models.metadata import classifier_metadata, detector_metadata
@@ -78,41 +79,7 @@ def test_zoo_lookup_errors(zoo_at, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(zoo, "ZOO_ROOT", tmp_path / "missing")
     assert zoo.list_zoo() == []
     with pytest.raises(GesturekitError, match=r"\(zoo: empty\)"):
-        zoo.model_card("hand-detector")
-
-
-def test_model_card_from_files(zoo_at) -> None:
-    card = zoo.model_card("hand-detector")
-    params = sum(p.numel() for p in create_model("detectnet_v2", **DET_KWARGS, pretrained=False).parameters())
-    for text in [
-        "# hand-detector", "| Task | detection |", "| Classes | hand |", "the pixel count of a 384x288 frame",
-        "| Architecture | detectnet_v2 (backbone mobilenet_v2) |", f"| Parameters | {params / 1e6:.2f} M |",
-        "`model.onnx` (", "| voc.ap50 | 0.8765 |", "| coco.ap50_95 | 0.41 |", "## Speed", "| images_per_s | 950.5 |",
-        "| Epochs | 80 |", "| Batch size | 64 per GPU x 2 = 128 |", "| Precision | bf16 (autocast bfloat16) |",
-        "| Dataset (train) | `/data/egohands_kitti` |", "| Images seen | 1,234,567 |", "| Wall time | 1 h 06 min |",
-        "| Device | NVIDIA H100 80GB HBM3 |", "| Training throughput | 812.2 images/s |",
-        "| Best validation | ap50 0.9100 (epoch 75) |", "| clustering | dbscan |",
-        "| Weights | moving average, decay 0.998 per iteration |",
-    ]:
-        assert text in card, text
-    assert "per_class" not in card and "images_per_s | 950.5" not in card.split("## Speed")[0]
-
-
-def test_model_card_names_each_data_source_once_with_its_split_and_repeats(zoo_at) -> None:
-    spec_file = zoo_at / "hand-detector" / "spec.yaml"
-    spec = yaml.safe_load(spec_file.read_text())
-    spec["dataset"]["train"] = ["ego.gkpack", {"path": "hagrid.gkpack", "split": "val"},
-                                {"path": "hagrid.gkpack", "split": "val"}, "hands.gkpack", "ego.gkpack"]
-    spec_file.write_text(yaml.safe_dump(spec))
-    assert "| Dataset (train) | `ego.gkpack`, `hagrid.gkpack:val` x2, `hands.gkpack`, `ego.gkpack` |" in \
-        zoo.model_card("hand-detector")
-
-
-def test_model_card_falls_back_to_checkpoint_metadata(zoo_at) -> None:
-    card = zoo.model_card("gesture-classifier")
-    assert "| Classes | fist, random |" in card and "resized to 96x96 (box enlarged x1.5, margin 8 px)" in card
-    assert "| accuracy | 0.75 |" in card and "| Epochs | 3 |" in card and "| Precision | fp32 |" in card
-    assert "`model.pt` (" in card and "model.onnx" not in card and "Post-processing" not in card
+        zoo.model_dir("hand-detector")
 
 
 def test_models_cli(zoo_at, tmp_path) -> None:
@@ -122,7 +89,7 @@ def test_models_cli(zoo_at, tmp_path) -> None:
     assert "hand-detector" in result.output and "ap50 0.8765" in result.output and "voc" in result.output
     out = tmp_path / "card.md"
     result = runner.invoke(app, ["card", "hand-detector", "-o", str(out)])
-    assert result.exit_code == 0 and out.read_text() == zoo.model_card("hand-detector") + "\n"
+    assert result.exit_code == 0 and out.read_text() == card_markdown(build_card(zoo_at / "hand-detector")) + "\n"
     result = runner.invoke(app, ["card", "nope"])
     assert isinstance(result.exception, GesturekitError)
 
@@ -149,19 +116,3 @@ def test_package_turns_a_run_into_a_zoo_entry(tmp_path) -> None:
     assert len(detector([np.zeros((48, 64, 3), np.uint8)])) == 1
     card = CliRunner().invoke(app, ["models", "card", str(entry)])  # a packaged entry has a card by path
     assert card.exit_code == 0 and "# tiny" in card.output and "| Epochs | 3 |" in card.output
-
-
-def test_model_card_says_how_an_int8_model_got_its_ranges(tmp_path) -> None:
-    from gesturekit.export.qdq import export_qat_onnx
-    from gesturekit.optimize.qat import prepare_qat
-
-    torch.manual_seed(0)
-    det = create_model("detectnet_v2", **DET_KWARGS, pretrained=False, postprocessing=POST)
-    det.metadata = detector_metadata("detectnet_v2", DET_KWARGS, ["hand"], 64, POST)
-    det = prepare_qat(det).train()
-    with torch.no_grad():
-        det.export_forward(torch.randn(2, 3, 64, 64))
-    (tmp_path / "det-qat").mkdir()
-    export_qat_onnx(det.eval(), tmp_path / "det-qat" / "model.onnx", torch.zeros(1, 3, 64, 64))
-    card = zoo.model_card(str(tmp_path / "det-qat"))
-    assert "# det-qat" in card and "| Inference precision | int8 (INT8 QDQ, quantization-aware trained) |" in card

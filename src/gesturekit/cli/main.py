@@ -28,7 +28,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from gesturekit.cli import data, evaluate, export, infer, models, pack, prune, serve, train
+    from gesturekit.cli import data, evaluate, export, infer, models, pack, prune, serve, train, workflow
 
     pack.register(data.app)
     app.add_typer(data.app, name="data", help="Convert, validate, inspect and pack datasets (KITTI layout).")
@@ -39,6 +39,7 @@ def _register() -> None:
     app.command("serve")(serve.serve)
     app.command("infer")(infer.infer)
     app.add_typer(models.app, name="models")
+    app.add_typer(workflow.app, name="workflow")
 
 
 _register()

@@ -64,15 +64,31 @@ def list_models() -> None:
 @app.command()
 def card(
     name: Annotated[str, typer.Argument(metavar="NAME", help="A zoo model name (see gesturekit models list) or a "
-                                        "model directory (e.g. from gesturekit models package).",
+                                        "model directory (from gesturekit models package or a workflow's models/).",
                                         show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the card to this markdown file "
-                                                   "instead of printing it.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the card to this file instead of "
+                                                   "printing it.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The card as JSON (each section names its source file) "
+                                          "instead of Markdown.")] = False,
+    measure: Annotated[bool, typer.Option("--measure", help="First measure the model's throughput (images/s at "
+                                          "batch 1 and 8, ONNX Runtime on this machine's CPU) and store it in the "
+                                          "model's throughput.json.")] = False,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="--measure: ONNX Runtime threads (default: the "
+                                                   "CPU count, at most 8).", show_default=False)] = None,
 ) -> None:
-    """Print the model card of a zoo model or model directory (markdown, generated from its files)."""
-    from gesturekit.models.zoo import model_card
+    """Print the model card of a zoo model or model directory, generated from its files alone: model,
+    training, evaluation (a row per evaluation set), throughput on the named machine, data licences."""
+    import json
 
-    text = model_card(name)
+    from gesturekit.evaluation.cards import build_card, card_markdown, model_file
+    from gesturekit.evaluation.throughput import measure_throughput, store_throughput
+    from gesturekit.models.zoo import model_dir
+
+    path = model_dir(name)
+    if measure:
+        store_throughput(path, measure_throughput(model_file(path), [1, 8], threads=threads))
+    built = build_card(path)
+    text = json.dumps(built, indent=2) if as_json else card_markdown(built)
     if output is None:
         typer.echo(text)
     else:

@@ -1,0 +1,166 @@
+"""The workflow file: which data to convert and pack, and which stage specs train, prune, quantize and
+export the detector and the classifier. Strict like the specs: an unknown key or a wrong type is one
+line naming the file and the key.
+
+Paths are relative to the working directory. ``${VAR}`` is expanded from the environment, where
+``GESTUREKIT_DATA`` defaults to ``../shared/data`` and ``GESTUREKIT_WORKFLOW_OUT`` is the workflow's
+output folder, so that a stage spec names the packs and datasets the workflow writes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from gesturekit.config.base import StrictModel, read_yaml, validate_spec
+
+OUT_VAR = "GESTUREKIT_WORKFLOW_OUT"
+DATA_VAR = "GESTUREKIT_DATA"
+DEFAULT_DATA = "../shared/data"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Conversion(StrictModel):
+    """One dataset converted to KITTI (``gesturekit data convert``) into ``OUT/data/<name>``."""
+
+    format: str
+    source: Path
+    split: Literal["keep", "random", "group"] | None = None
+    val_fraction: Annotated[float, Field(ge=0, le=0.95)] = 0.1
+    seed: int = 0
+    class_map_preset: str | None = None
+    class_map: dict[str, str] = Field(default_factory=dict)
+    limit: dict[str, PositiveInt] = Field(default_factory=dict)
+    """Keep a seeded sample of at most this many images of each named split (a small slice for a
+    quick run); splits not named are kept whole."""
+
+
+class Packing(StrictModel):
+    """One ``.gkpack`` (``gesturekit data pack``) written to ``OUT/packs/<name>.gkpack``.
+
+    ``sources`` name converted datasets of this workflow, or are paths (e.g. class folders)."""
+
+    sources: list[str] = Field(min_length=1)
+    kind: Literal["detection", "classification"] = "detection"
+    splits: list[str] | None = None
+    max_size: PositiveInt = 512
+    quality: Annotated[int, Field(ge=1, le=100)] = 90
+    class_map_preset: str | None = None
+    class_map: dict[str, str] = Field(default_factory=dict)
+    holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    max_per_class: PositiveInt | None = None
+    context: Annotated[float, Field(ge=1)] = 2.0
+    seed: int = 0
+
+
+class SpecStage(StrictModel):
+    """A training stage: a spec file (default: the model's own) and ``KEY.PATH=VALUE`` overrides."""
+
+    spec: Path | None = None
+    overrides: list[str] = Field(default_factory=list)
+
+
+class Prune(StrictModel):
+    """``gesturekit prune``: a fixed ``threshold`` (``-pth``), or with ``target_drop`` the largest of
+    ``thresholds`` whose briefly retrained model loses at most that many AP@0.5 points."""
+
+    threshold: Fraction = 0.1
+    target_drop: Annotated[float, Field(ge=0)] | None = None
+    thresholds: list[Fraction] | None = None
+    retrain_epochs: PositiveInt = 1
+    equalization: Literal["union", "intersection", "arithmetic_mean", "geometric_mean"] = "union"
+    criterion: Literal["l2", "bn_scale"] = "l2"
+
+
+class Retrain(SpecStage):
+    """The pruned graph retrained (``model.load_graph``); ``distillation_weight`` makes the unpruned
+    model its teacher."""
+
+    distillation_weight: Annotated[float, Field(gt=0)] | None = None
+
+
+class Export(StrictModel):
+    """ONNX precisions of a model (each checked against PyTorch); int8 calibrates on the training data
+    unless the model was trained with QAT. ``engine`` also builds a TensorRT engine (where installed)."""
+
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    calibration: list[str] = Field(default_factory=list)
+    """Datasets of this workflow (or paths) whose ``calibration_split`` calibrates int8."""
+    calibration_split: str = "train"
+    num_calibration: PositiveInt = 200
+    engine: bool = False
+
+
+class DetectorStages(StrictModel):
+    """The detector's chain: train -> prune -> retrain -> qat; every stage after ``train`` is optional."""
+
+    spec: Path
+    overrides: list[str] = Field(default_factory=list)
+    export: Export = Export()
+    prune: Prune | None = None
+    retrain: Retrain | None = None
+    qat: SpecStage | None = None
+    optimized_export: Export = Export()
+    """How the pruned (retrained) detector exports; a QAT model exports as int8 from its learned ranges."""
+
+    @model_validator(mode="after")
+    def _chain(self) -> "DetectorStages":
+        if self.retrain is not None and self.prune is None:
+            raise ValueError("retrain: needs a prune section (it retrains the pruned graph)")
+        return self
+
+
+class ClassifierStages(StrictModel):
+    spec: Path
+    overrides: list[str] = Field(default_factory=list)
+    export: Export = Export()
+
+
+class Throughput(StrictModel):
+    """The cards' throughput: ONNX Runtime on the CPU, images per second at each batch size."""
+
+    batches: list[PositiveInt] = Field(default_factory=lambda: [1, 8], min_length=1)
+    seconds: Annotated[float, Field(gt=0)] = 2.0
+    threads: PositiveInt | None = None
+
+
+class Workflow(StrictModel):
+    name: str
+    description: str = ""
+    datasets: dict[str, Conversion] = Field(default_factory=dict)
+    packs: dict[str, Packing] = Field(default_factory=dict)
+    detector: DetectorStages | None = None
+    classifier: ClassifierStages | None = None
+    device: str | None = None
+    """Training device: cpu, cuda or cuda:N (default: cuda if available)."""
+    throughput: Throughput = Throughput()
+
+    @model_validator(mode="after")
+    def _names(self) -> "Workflow":
+        clash = set(self.datasets) & set(self.packs)
+        if clash:
+            raise ValueError(f"packs: {sorted(clash)[0]!r} is also a dataset name")
+        if self.detector is None and self.classifier is None:
+            raise ValueError("detector / classifier: a workflow trains at least one model")
+        return self
+
+
+def set_environment(out: Path) -> None:
+    """Export the variables a workflow file and its stage specs may name."""
+    os.environ.setdefault(DATA_VAR, DEFAULT_DATA)
+    os.environ[OUT_VAR] = str(out)
+
+
+def load_workflow(path: Path, out: Path) -> Workflow:
+    """Read and validate the workflow file, ``${GESTUREKIT_WORKFLOW_OUT}`` standing for ``out``.
+
+    Raises:
+        GesturekitError: one line per problem, naming ``path`` and the key.
+    """
+    set_environment(out)
+    return validate_spec(read_yaml(path), Workflow, str(path))

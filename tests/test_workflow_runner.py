@@ -1,0 +1,131 @@
+"""The workflow file's strict checks, the plan, and the runner's skip / rerun / resume rules on fast steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from gesturekit.errors import GesturekitError
+from gesturekit.workflow import runner
+from gesturekit.workflow.config import load_workflow
+from gesturekit.workflow.state import WorkflowState, content_digest
+from gesturekit.workflow.steps import Step
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _workflow(tmp_path: Path, **extra) -> dict:
+    spec = _write(tmp_path / "det.yaml", {"dataset": {"train": ["${GESTUREKIT_WORKFLOW_OUT}/packs/p.gkpack"]}})
+    return {"name": "t", "datasets": {"ego": {"format": "egohands-csv", "source": str(tmp_path)}},
+            "packs": {"p": {"sources": ["ego"]}}, "detector": {"spec": str(spec)}, **extra}
+
+
+def test_unknown_key_and_wrong_type_name_the_file_and_the_key(tmp_path: Path) -> None:
+    bad = _workflow(tmp_path)
+    bad["packs"]["p"]["max_szie"] = 3
+    path = _write(tmp_path / "w.yaml", bad)
+    with pytest.raises(GesturekitError, match=rf"^{path}: packs\.p\.max_szie: unknown key$"):
+        load_workflow(path, tmp_path / "out")
+    bad = _workflow(tmp_path)
+    bad["detector"]["prune"] = {"threshold": "high"}
+    _write(path, bad)
+    with pytest.raises(GesturekitError, match=rf"{path}: detector\.prune\.threshold: "):
+        load_workflow(path, tmp_path / "out")
+    bad = _workflow(tmp_path)
+    bad["detector"]["retrain"] = {}
+    _write(path, bad)
+    with pytest.raises(GesturekitError, match="retrain: needs a prune section"):
+        load_workflow(path, tmp_path / "out")
+
+
+def test_shipped_workflows_plan_every_stage_in_order(tmp_path: Path) -> None:
+    quick = runner.plan_steps(REPO / "workflows" / "quickstart-cpu.yaml", tmp_path)
+    stages = list(dict.fromkeys(s.stage for s in quick))
+    assert stages == ["convert", "pack", "train", "evaluate", "prune", "retrain", "qat", "export",
+                      "evaluate_exports", "cards", "report"]
+    exported = [s.target for s in quick if s.stage == "export"]
+    assert "detector-pruned-qat-int8" in exported and "classifier-int8" in exported
+    qat = next(s for s in quick if s.name == "qat/detector")
+    spec = qat.settings["spec"]
+    assert spec["training"]["enable_qat"] and spec["model"]["load_graph"]
+    assert spec["model"]["pretrained_model_file"] == str(tmp_path / "retrain" / "detector" / "best.pt")
+    gpu = runner.plan_steps(REPO / "workflows" / "gesture-gpu.yaml", tmp_path)
+    assert {s.stage for s in gpu} >= {"train", "prune", "retrain", "qat", "export", "cards", "report"}
+
+
+def _steps(out: Path, log: list[str], settings: dict) -> list[Step]:
+    """convert writes a.txt from the input; train reads it and writes b.txt; report reads b.txt."""
+    src = out.parent / "input.txt"
+
+    def step(stage: str, inputs: list[Path], output: Path) -> Step:
+        def run() -> None:
+            log.append(stage)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text("".join(p.read_text() for p in inputs) + stage)
+
+        return Step(stage, "x", settings.get(stage, {}), inputs, [output], run, output.parent,
+                    resumable=stage == "train")
+
+    return [step("convert", [src], out / "convert" / "a.txt"), step("train", [out / "convert" / "a.txt"],
+                                                                       out / "train" / "b.txt"),
+            step("report", [out / "train" / "b.txt"], out / "report" / "c.txt")]
+
+
+def _run(monkeypatch, tmp_path: Path, settings: dict | None = None, **kwargs) -> tuple[list[str], list[str]]:
+    log: list[str] = []
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "plan_steps", lambda wf, o: _steps(out, log, settings or {}))
+    outcomes = runner.run_workflow(tmp_path / "w.yaml", out, console=Console(file=open("/dev/null", "w")), **kwargs)
+    return log, [o.action for o in outcomes]
+
+
+def test_rerun_skips_unchanged_steps_and_reruns_what_follows_a_change(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "input.txt").write_text("v1")
+    assert _run(monkeypatch, tmp_path) == (["convert", "train", "report"], ["ran"] * 3)
+    assert _run(monkeypatch, tmp_path) == ([], ["skipped"] * 3)
+    assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}})[0] == ["train", "report"]  # settings changed
+    (tmp_path / "input.txt").write_text("v2")  # an input's content changed
+    assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}})[0] == ["convert", "train", "report"]
+    (tmp_path / "out" / "train" / "b.txt").unlink()  # an output is missing
+    assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}})[0] == ["train", "report"]
+    assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}}, from_stage="train")[0] == ["train", "report"]
+    assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}}, only="convert") == (["convert"], ["ran"])
+    with pytest.raises(GesturekitError, match="--only trian: unknown stage"):
+        _run(monkeypatch, tmp_path, only="trian")
+
+
+def test_an_interrupted_step_resumes_in_its_folder_and_a_changed_one_starts_clean(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    (tmp_path / "input.txt").write_text("v1")
+    _run(monkeypatch, tmp_path)
+    out = tmp_path / "out"
+    state = WorkflowState(out)
+    key = state.record("train/x")["key"]
+    state.start("train/x", key)  # as if killed mid-step
+    (out / "train" / "partial.pt").write_text("epoch 1")
+    log, actions = _run(monkeypatch, tmp_path)
+    assert log == ["train", "report"] and actions == ["skipped", "resumed", "ran"]
+    assert (out / "train" / "partial.pt").is_file()  # resumed: its checkpoint kept
+    state = WorkflowState(out)
+    state.start("train/x", "another key")  # killed, but with other settings: starts over
+    _run(monkeypatch, tmp_path)
+    assert not (out / "train" / "partial.pt").exists()
+
+
+def test_content_digest_follows_bytes_not_times(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "x.txt").write_text("a")
+    before = content_digest(folder)
+    (folder / "sub" / "x.txt").write_text("a")
+    assert content_digest(folder) == before
+    (folder / "sub" / "x.txt").write_text("b")
+    assert content_digest(folder) != before and content_digest(tmp_path / "none") == "missing"
