@@ -12,6 +12,10 @@ import scipy.io
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium, which the browser tests drive through Playwright (.ci/run installs it)."""
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 HAND_FIELDS = ("myleft", "myright", "yourleft", "yourright")
 
 

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import av
 import pytest
-from conftest import free_port
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PALM_FRAME = "00564a8f-30da-4d82-8637-214c996645dd.jpg"
 """A HaGRID test frame annotated 'palm', GestureNet's 'stop'."""
 
