@@ -30,7 +30,8 @@ class PrecisionChoice(str, Enum):
 SOURCES_HELP = (
     "Inputs: an image, a folder of images (searched recursively), a video file, an RTSP/HTTP URL, "
     "or a camera (0 or /dev/video0). Several sources are batched together; each keeps its own "
-    "results, in order. Default: the config's sources list."
+    "results, in order. Unreadable images, and images over 89.5 megapixels (decompression bombs), "
+    "are counted and skipped. Default: the config's sources list."
 )
 OUT_JSON_HELP = (
     "Write predictions as JSON Lines, one line per image or frame: "
