@@ -46,7 +46,7 @@ def test_precision_defaults_to_fp16_for_torch_on_cuda(primary: dict, half: bool)
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("primary:\n  backend: tensorrt\n", "primary.backend: Input should be 'onnxruntime' or 'torch'"),
+    ("primary:\n  backend: tensorrt\n", "primary.backend: Input should be 'onnxruntime', 'torch' or 'triton'"),
     ("sinks:\n  preview_port: 70000\n", "sinks.preview_port: Input should be less than or equal to 65535"),
     ("secondary:\n  min_crop_size: 0\n", "secondary.min_crop_size: Input should be greater than 0"),
     ("streamux: {}\n", "streamux: unknown key"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import urllib.request
 import zlib
@@ -233,3 +234,44 @@ def test_triton_backend_errors_are_one_line(server: TritonServer) -> None:
         triton_backend("hand_detector", url=f"127.0.0.1:{free_port()}")
     with pytest.raises(GesturekitError, match="needs the server's --url"):
         triton_backend("hand_detector")
+
+
+def served_count(server: TritonServer, model: str) -> float:
+    """Images the server's ``model`` has run (Triton's ``nv_inference_count``)."""
+    with urllib.request.urlopen(server.ports.urls()["metrics"], timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf'^nv_inference_count{{model="{model}",version="1"}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_infer_with_the_triton_backend_equals_the_local_backend(server: TritonServer, data_root: Path,
+                                                                tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gesturekit.cli.main import app
+    from gesturekit.pipeline.predictions import read_predictions
+
+    sources = [str(data_root / "hagrid" / "frames"), str(data_root / "video" / "nvgesture_sk_color.avi")]
+    common = ["--max-frames", "8", "--quiet"]
+    runs = {"local": [], "http": ["--backend", "triton", "--url", f"127.0.0.1:{server.ports.http}"],
+            "grpc": ["--backend", "triton", "--url", f"grpc://127.0.0.1:{server.ports.grpc}"]}
+    lines = {}
+    before = served_count(server, "hand_detector")
+    for name, flags in runs.items():
+        out = tmp_path / f"{name}.jsonl"
+        result = CliRunner().invoke(app, ["infer", *sources, "--out-json", str(out), *common, *flags])
+        assert result.exit_code == 0, (name, result.output, result.exception)
+        lines[name] = [read_predictions(out.with_suffix(f".{i}.jsonl")) for i in range(len(sources))]
+    assert served_count(server, "hand_detector") >= before + 2 * 16, "the triton runs ran on the server"
+    want = lines["local"]
+    assert [len(per_source) for per_source in want] == [8, 8]
+    assert sum(len(line["detections"]) for per_source in want for line in per_source) > 0
+    for name in ("http", "grpc"):
+        for got_source, want_source in zip(lines[name], want):
+            for got, expected in zip(got_source, want_source):
+                assert {k: v for k, v in got.items() if k != "detections"} == \
+                    {k: v for k, v in expected.items() if k != "detections"}
+                assert [h["track_id"] for h in got["detections"]] == [h["track_id"] for h in expected["detections"]]
+                assert_same_hands(got["detections"], expected["detections"])
+    result = CliRunner().invoke(app, ["infer", sources[1], "--url", "127.0.0.1:1", *common])
+    assert result.exit_code != 0 and "--url is for --backend triton" in result.output

@@ -15,6 +15,7 @@ from gesturekit.pipeline.recognizer import GestureRecognizer, configure
 class BackendChoice(str, Enum):
     onnxruntime = "onnxruntime"
     torch = "torch"
+    triton = "triton"
 
 
 class DeviceChoice(str, Enum):
@@ -87,7 +88,11 @@ def infer(
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Detect hands only (every gesture is null).")] = False,
     backend: Annotated[Optional[BackendChoice], typer.Option(
-        help="Inference backend. (default: onnxruntime)", show_default=False)] = None,
+        help="Inference backend; triton runs the models on a Triton server (--url). (default: onnxruntime)",
+        show_default=False)] = None,
+    url: Annotated[Optional[str], typer.Option(
+        help="--backend triton: the server, host:port (HTTP) or grpc://host:port, e.g. one started by "
+        "gesturekit serve.", show_default=False)] = None,
     device: Annotated[Optional[DeviceChoice], typer.Option(
         help="Inference device. (default: cpu)", show_default=False)] = None,
     precision: Annotated[Optional[PrecisionChoice], typer.Option(
@@ -168,7 +173,9 @@ def infer(
     opened = open_sources(cfg)
     try:
         check_outputs(planned_outputs(cfg, len(opened)), input_paths(cfg, opened, config))
-        recognizer = GestureRecognizer(config=cfg)
+        if url is not None and cfg.primary.backend != "triton":
+            raise typer.BadParameter("--url is for --backend triton", param_hint="--url")
+        recognizer = GestureRecognizer(config=cfg, url=url)
     except BaseException:
         for source in opened:
             source.close()

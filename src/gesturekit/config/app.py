@@ -42,7 +42,9 @@ class Primary(StrictModel):
     detector: str | None = None
     """A zoo name or a model file; ``None``: the default for the backend and device
     (``models.zoo.default_models``)."""
-    backend: Literal["onnxruntime", "torch"] = "onnxruntime"
+    backend: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"
+    """``triton``: the models of a Triton server (``GestureRecognizer(url=)``, ``infer --url``), named by their
+    served names or by the local models they serve (``runtime.triton_backend.served_model``)."""
     device: Literal["cpu", "cuda"] = "cpu"
     precision: Literal["fp32", "fp16"] | None = None
     """Weights and inputs of the torch backend on CUDA (the detector, verifier and classifier alike);

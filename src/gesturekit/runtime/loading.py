@@ -27,6 +27,7 @@ _FILES = {"onnxruntime": ONNX, "torch": CHECKPOINT}
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "onnxruntime": ("gesturekit.runtime.loading:onnxruntime_backend", None),
     "torch": ("gesturekit.runtime.loading:torch_backend", "train"),
+    "triton": ("gesturekit.runtime.triton_backend:triton_backend", "serve"),
 }
 """Backend name -> ``("module:factory", the pip extra that installs its library)``; the factory, imported on
 first use, is called as ``factory(name_or_path, device=, threads=, half=, **options) -> Backend``."""
