@@ -1,4 +1,4 @@
-"""Issue 6: the gesturekit cascade against Google MediaPipe's gesture recognizer on this CPU.
+"""The gesturekit cascade against Google MediaPipe's gesture recognizer on this CPU.
 
 One run measures, and saves to ``benchmarks/results/cascade_vs_mediapipe.json``:
 

@@ -75,7 +75,7 @@ METRICS = ("ap50", "ap50_95", "coco_ap50", "kitti_ap", "num_images", "best_f1")
 TARGETS = {"int8_speedup": 1.5, "int8_ap_drop_points": 1.0, "prune_params_percent": 50.0,
            "prune_macs_percent": 40.0, "prune_ap_drop_points_after_retraining": 1.0}
 PRUNE_AP_DATASETS = ("egohands_test", "hagrid_hand_test")
-"""The test sets the pruning AP target names (#5: EgoHands and HaGRID); the drop over every set is reported too."""
+"""The test sets the pruning AP target names (EgoHands and HaGRID); the drop over every set is reported too."""
 
 
 def calibration_items(count: int) -> list[CalibrationItem]:
