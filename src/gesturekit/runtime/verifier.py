@@ -19,11 +19,11 @@ HAND = "hand"
 class HandVerifier:
     """Rescores a detector's candidates with a hand-vs-background classifier.
 
-    The detector sees a frame at its input size (the pixels of a 448x336 frame), where a HaGRID hand is
-    20-45 px; the verifier sees each candidate's crop (its crop convention, e.g. 2.0x square) cut
-    from the frame itself. A candidate's score becomes ``detector_score ** (1 - weight) *
-    p_hand ** weight``: background falls away, and a hand (``p_hand`` near 1) scores a little
-    higher than the detector alone gave it (experiments/hand_verifier/result.json).
+    The detector sees a whole frame at its input size, where a small hand is a few dozen pixels;
+    the verifier sees each candidate's crop (its crop convention, e.g. 2.0x square) cut from the
+    frame itself, at the frame's resolution. A candidate's score becomes ``detector_score ** (1 -
+    weight) * p_hand ** weight``: background falls away, and a hand (``p_hand`` near 1) scores a
+    little higher than the detector alone gave it.
 
     Args:
         classifier: a classifier with a ``hand`` class (``gesturekit data mine`` makes its data).
@@ -36,9 +36,9 @@ class HandVerifier:
             regresses: ``doubtful`` (the rescored ones), ``small`` (every candidate, rescored or
             trusted, whose crop shows it at a higher resolution than the detector's input did: small
             hands, where the head sees more than the detector; a trusted one costs a crop and keeps
-            its score), ``all`` (every candidate: on HaGRID the boxes fit better, on video the app
-            runs 15-23% slower) or ``none`` (every box as the detector drew it; EgoHands' loose boxes
-            follow another convention than the head learned).
+            its score), ``all`` (every candidate: boxes fit better, at a crop each) or ``none``
+            (every box as the detector drew it, for labels that box hands more loosely than the
+            head learned).
     """
 
     def __init__(self, classifier: GestureClassifier, candidate_threshold: float = 0.1,
