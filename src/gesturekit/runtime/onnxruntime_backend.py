@@ -53,8 +53,7 @@ class OnnxRuntimeBackend:
         options.inter_op_num_threads = 1
         # By default idle intra-op threads sleep instead of spinning: in the cascade app they share
         # the cores with a second session, the decoder and Python, and spinning there burns the CPU
-        # they need (asl_hand.25fps.mp4 on 2 cores: 87 ms of CPU a frame and 23 FPS spinning, 33 ms
-        # and 49 FPS not). ``spin=True`` suits one model called back to back (lowest latency).
+        # they need. ``spin=True`` suits one model called back to back (lowest latency).
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)

@@ -39,8 +39,8 @@ class TorchBackend:
         half: FP16 weights and inputs (CUDA only); outputs are still float32.
         cuda_graphs: replay a CUDA graph captured per input shape (batches padded to a power of
             two, at most ``MAX_CUDA_GRAPHS`` shapes) instead of launching the model's kernels one by
-            one; ``None``: on CUDA. A small model's eager call is launch-bound: the detector took
-            4-6 ms on an H200 at batch 1 or 4 (benchmarks/results/cascade_gpu.json).
+            one; ``None``: on CUDA. A small model's eager call is bound by kernel launches, which a
+            replayed graph does without.
     """
 
     def __init__(self, model: nn.Module, device: str = "cpu", half: bool = False,
