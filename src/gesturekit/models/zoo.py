@@ -49,9 +49,8 @@ def zoo_names() -> list[str]:
 
 def default_models(backend: str, device: str) -> dict[str, str]:
     """The app's ``detector``, ``verifier`` and ``classifier``: for ONNX Runtime on the CPU the
-    pruned INT8 detector, the verifier and the INT8 classifier (their speed and HaGRID accuracy
-    against the FP32 pair and against the app without a verifier: benchmarks/results/
-    cascade_vs_mediapipe*.json), else the FP32 models."""
+    pruned INT8 detector, the verifier and the INT8 classifier (the fastest shipped combination
+    on a CPU; its measurements are in docs/experiments.md), else the FP32 models."""
     return CPU_MODELS if backend == "onnxruntime" and device == "cpu" else FP32_MODELS
 
 
