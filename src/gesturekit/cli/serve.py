@@ -49,7 +49,7 @@ def _require_serve_extra() -> None:
 
     from gesturekit.errors import GesturekitError
 
-    missing = [name for name in ("tritonclient", "pytriton") if find_spec(name) is None]
+    missing = [name for name in ("tritonclient", "pytriton", "onnx") if find_spec(name) is None]
     if missing:
         raise GesturekitError(f"{missing[0]} is not installed: pip install 'gesturekit[serve]'")
 
