@@ -113,3 +113,13 @@ def test_sigterm_stops_cleanly_with_no_orphan(served: dict) -> None:
     assert process.wait(30) == 0, served["log"].read_text()
     assert "stopping" in served["log"].read_text()
     assert tritonservers(port) == []
+
+
+def test_bad_options_are_one_line_before_any_server_starts() -> None:
+    result = subprocess.run([sys.executable, "-m", "gesturekit.cli.main", "serve", "--refine-boxes", "bogus",
+                             "--detector", "no-such-model"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "no-such-model" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "gesturekit.cli.main", "serve", "--refine-boxes", "bogus"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "primary.refine_boxes" in result.stderr

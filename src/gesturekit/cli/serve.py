@@ -129,6 +129,9 @@ def serve(
     score_threshold: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, help="gesture_cascade keeps hands scoring at least this. (default: the app's, 0.3)",
         show_default=False)] = None,
+    refine_boxes: Annotated[Optional[str], typer.Option(
+        help="Boxes the verifier's box head moves, as in infer: doubtful, small, all or none. (default: doubtful)",
+        show_default=False)] = None,
     device: Annotated[Device, typer.Option(help="ONNX Runtime device of every model.")] = Device.cpu,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 listens on every interface.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(min=1, max=65535, help="Triton HTTP/REST (KServe v2) port.")] = 8000,
@@ -156,10 +159,14 @@ def serve(
     _require_serve_extra()
     from gesturekit.errors import GesturekitError
     from gesturekit.export.triton import RepositoryOptions, write_repository
+    from gesturekit.config.app import load_app_config
+    from gesturekit.pipeline.recognizer import configure
     from gesturekit.serve.server import Ports, TritonServer
 
     det, cls, ver = _model_files(detector, classifier, verifier, no_verify, device.value)
-    recognizer = {} if score_threshold is None else {"score_threshold": score_threshold}
+    recognizer = {key: value for key, value in (("score_threshold", score_threshold),
+                                                ("primary__refine_boxes", refine_boxes)) if value is not None}
+    configure(load_app_config(None), primary__refine_boxes=refine_boxes)  # a bad value: one line, before starting
     options = RepositoryOptions(max_batch_size=max_batch_size, device=device.value, model_backend="python",
                                 threads=threads, recognizer=recognizer)
     ports = Ports(host, http_port, grpc_port, metrics_port)
