@@ -86,8 +86,8 @@ def test_kitti_yolo_voc_round_trips(tmp_path_factory: pytest.TempPathFactory, im
 
     write_yolo(kitti, root / "kitti_yolo", names=CLASSES)  # a chain of conversions adds the precisions up
     write_voc(read_yolo(root / "kitti_yolo"), root / "kitti_yolo_voc")
-    chain = lambda w, h: (2 * KITTI_VOC_TOLERANCE + YOLO_DECIMALS * w, 2 * KITTI_VOC_TOLERANCE + YOLO_DECIMALS * h)  # noqa: E731
-    assert_same(read_voc(root / "kitti_yolo_voc"), source, chain)
+    assert_same(read_voc(root / "kitti_yolo_voc"), source, lambda w, h: (
+        2 * KITTI_VOC_TOLERANCE + YOLO_DECIMALS * w, 2 * KITTI_VOC_TOLERANCE + YOLO_DECIMALS * h))
 
 
 def test_hand_worked_lines_of_each_format(tmp_path: Path) -> None:
