@@ -50,7 +50,7 @@ def test_shipped_workflows_plan_every_stage_in_order(tmp_path: Path) -> None:
     quick = runner.plan_steps(REPO / "workflows" / "quickstart-cpu.yaml", tmp_path)
     stages = list(dict.fromkeys(s.stage for s in quick))
     assert stages == ["convert", "pack", "train", "evaluate", "prune", "retrain", "qat", "export",
-                      "evaluate_exports", "cards", "report"]
+                      "evaluate_exports", "triton_repo", "cards", "report"]
     exported = [s.target for s in quick if s.stage == "export"]
     assert "detector-pruned-qat-int8" in exported and "classifier-int8" in exported
     qat = next(s for s in quick if s.name == "qat/detector")

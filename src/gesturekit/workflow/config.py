@@ -129,6 +129,18 @@ class Throughput(StrictModel):
     threads: PositiveInt | None = None
 
 
+class TritonRepo(StrictModel):
+    """``gesturekit export triton-repo`` of two exported models (names under ``OUT/models``; default: the
+    last detector and the last classifier exported) into ``OUT/triton_repo``."""
+
+    detector: str | None = None
+    classifier: str | None = None
+    max_batch_size: PositiveInt = 8
+    model_backend: Literal["onnxruntime", "python"] = "python"
+    """``python``: the repository ``gesturekit serve`` runs; ``onnxruntime``: for a Triton container."""
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
 class Workflow(StrictModel):
     name: str
     description: str = ""
@@ -139,6 +151,7 @@ class Workflow(StrictModel):
     device: str | None = None
     """Training device: cpu, cuda or cuda:N (default: cuda if available)."""
     throughput: Throughput = Throughput()
+    triton_repo: TritonRepo | None = None
 
     @model_validator(mode="after")
     def _names(self) -> "Workflow":

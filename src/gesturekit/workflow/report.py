@@ -173,57 +173,48 @@ def _evaluation_images(out: Path) -> list[tuple[str, bytes]]:
 
 def write_report(out: Path, name: str, models: list[str]) -> None:
     """Write ``out/report.html``, ``out/report.md`` and the PNGs under ``out/report/``."""
-    figures: list[tuple[str, str, bytes]] = []  # (section, caption, png)
-    for model in ("detector", "classifier"):
-        png = curves_png(out, model)
-        if png:
-            figures.append(("Training", f"{model}: loss and validation per epoch", png))
-    figures += [("Evaluation", caption, png) for caption, png in _evaluation_images(out)]
-    prune_rows, prune_png = pruning(out)
-    if prune_png:
-        figures.append(("Pruning", "pruning trade-off: threshold vs parameters vs AP@0.5", prune_png))
     variant_rows, variant_png = variants(out, models)
-    if variant_png:
-        figures.append(("Models", "exported models side by side", variant_png))
-
-    image_dir = out / "report"
-    files = {}
-    for index, (_, caption, png) in enumerate(figures):
-        path = image_dir / f"{index:02d}.png"
-        atomic_write_bytes(path, png)
-        files[caption] = path.relative_to(out).as_posix()
-
-    model_header = ["model", "metric", "value", "parameters", "MACs", "CPU latency b1 (ms)", "images/s b8", "card"]
-    model_cells = [[r["model"], r["metric_name"], _fmt(r["metric"]), _fmt(r["params"]), _fmt(r["macs"]),
-                    _fmt(r["latency_ms"], 2), _fmt(r["images_per_s_batch8"], 1)] for r in variant_rows]
+    prune_rows, prune_png = pruning(out)
+    model_header = ["model", "metric", "value", "parameters", "MACs", "CPU latency b1 (ms)", "images/s b8"]
     prune_header = ["threshold", "parameters", "MACs", "AP@0.5"]
-    prune_cells = [[str(r["threshold"]) + (" (chosen)" if r.get("chosen") else ""), _fmt(r["params"]),
-                    _fmt(r["macs"]), _fmt(r["ap50"])] for r in prune_rows]
-    time_cells = [[step, f"{seconds:.1f}"] for step, seconds in _step_times(out)]
+    sections: list[tuple[str, list[str], list[list[str]], list[tuple[str, bytes]]]] = [
+        ("Models", model_header,
+         [[r["model"], r["metric_name"], _fmt(r["metric"]), _fmt(r["params"]), _fmt(r["macs"]),
+           _fmt(r["latency_ms"], 2), _fmt(r["images_per_s_batch8"], 1)] for r in variant_rows],
+         [("exported models side by side", variant_png)] if variant_png else []),
+        ("Pruning", prune_header,
+         [[str(r["threshold"]) + (" (chosen)" if r.get("chosen") else ""), _fmt(r["params"]), _fmt(r["macs"]),
+           _fmt(r["ap50"])] for r in prune_rows],
+         [("pruning trade-off: threshold vs parameters vs AP@0.5", prune_png)] if prune_png else []),
+        ("Training", [], [], [(f"{model}: loss and validation per epoch", png) for model in ("detector", "classifier")
+                              if (png := curves_png(out, model))]),
+        ("Evaluation of the trained models", [], [], _evaluation_images(out)),
+        ("Steps", ["step", "seconds (last run)"], [[step, f"{seconds:.1f}"] for step, seconds in _step_times(out)], []),
+    ]
+    files: dict[str, str] = {}
+    for caption, png in (figure for section in sections for figure in section[3]):
+        files[caption] = atomic_write_bytes(out / "report" / f"{len(files):02d}.png", png).relative_to(out).as_posix()
 
-    md = [f"# Workflow report: {name}", "", "## Models", "",
-          *_md_table(model_header, [[*c, f"[card](cards/{c[0]}.card.md)"] for c in model_cells]), ""]
-    if prune_cells:
-        md += ["## Pruning", "", *_md_table(prune_header, prune_cells), ""]
-    for section, caption, _ in figures:
-        md += [f"![{caption}]({files[caption]})", ""]
-    md += ["## Steps", "", *_md_table(["step", "seconds (last run)"], time_cells), ""]
+    md = [f"# Workflow report: {name}", ""]
+    parts = [f"<h1>Workflow report: {html.escape(name)}</h1>"]
+    for title, header, rows, figures in sections:
+        if not rows and not figures:
+            continue
+        md += [f"## {title}", ""]
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if rows:
+            cards = title == "Models"
+            md += [*_md_table(header + (["card"] if cards else []),
+                              [r + ([f"[card](cards/{r[0]}.card.md)"] if cards else []) for r in rows]), ""]
+            parts.append(_html_table(header + (["card"] if cards else []),
+                                     [[*map(html.escape, r)] + ([f'<a href="cards/{html.escape(r[0])}.card.md">card</a>']
+                                                                if cards else []) for r in rows]))
+        for caption, png in figures:
+            md += [f"![{caption}]({files[caption]})", ""]
+            data = base64.b64encode(png).decode()
+            parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     atomic_write_text(out / "report.md", "\n".join(md))
-
-    parts = [f"<h1>Workflow report: {html.escape(name)}</h1>", "<h2>Models</h2>",
-             _html_table(model_header, [[*map(html.escape, c), f'<a href="cards/{html.escape(c[0])}.card.md">card</a>']
-                                        for c in model_cells])]
-    if prune_cells:
-        parts += ["<h2>Pruning</h2>", _html_table(prune_header, [list(map(html.escape, c)) for c in prune_cells])]
-    section = None
-    for fig_section, caption, png in figures:
-        if fig_section != section:
-            parts.append(f"<h2>{html.escape(fig_section)}</h2>")
-            section = fig_section
-        data = base64.b64encode(png).decode()
-        parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts += ["<h2>Steps</h2>", _html_table(["step", "seconds (last run)"], time_cells)]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
              "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")

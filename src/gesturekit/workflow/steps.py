@@ -26,7 +26,7 @@ from gesturekit.models.zoo import EVAL, ONNX, SPEC, SUMMARY
 from gesturekit.workflow.config import ClassifierStages, DetectorStages, Export, Workflow
 
 STAGES = ("convert", "pack", "train", "evaluate", "prune", "retrain", "qat", "export", "evaluate_exports",
-          "cards", "report")
+          "triton_repo", "cards", "report")
 """Every stage, in the order a workflow runs them."""
 TRAINING_STAGES = ("train", "retrain", "qat")
 
@@ -130,6 +130,8 @@ class Planner:
             self._export(variant)
         for variant in self.variants:
             self._evaluate_export(variant)
+        if self.wf.triton_repo is not None:
+            self._triton_repo(self.wf.triton_repo)
         self._cards()
         self._report()
         return self.steps
@@ -303,6 +305,10 @@ class Planner:
             raise GesturekitError(f"{v.name}: int8 export needs {v.task}.export.calibration (datasets to calibrate on)")
         calib_inputs = calibration if needs_calibration else []
         summaries = self._pack_summaries(v)
+        spec = self._resolved(v.task, v.spec, list(v.overrides))
+        # parity on real frames (a detector's evaluation images) where no calibration images are read
+        parity = (spec.evaluation.datasets[0] / "images"
+                  if v.task == "detector" and spec.evaluation.datasets and not calib_inputs else None)
 
         def run() -> None:
             from gesturekit.cli.export_run import run_export
@@ -310,7 +316,7 @@ class Planner:
             run_export(str(v.checkpoint), out / ONNX, v.precision,
                        calibration_images=calib_inputs or None, calibration_split=v.export.calibration_split,
                        num_calibration=v.export.num_calibration, calibration_cache=out / "model.calib.json",
-                       engine=v.export.engine)
+                       images=parity, engine=v.export.engine)
             for name in (SPEC, SUMMARY):
                 shutil.copyfile(v.training_run / name, out / name)
             atomic_write_json(out / PACKS, {str(p): _read_json(p.with_suffix(".json")) for p in summaries})
@@ -332,6 +338,31 @@ class Planner:
         self._add(Step("evaluate_exports", v.name, {"evaluation": spec.evaluation.model_dump(mode="json")},
                        [model_file, *spec.evaluation.datasets], [out / EVAL],
                        lambda: evaluate_model(model_file, "onnxruntime", spec, out)))
+
+    def _triton_repo(self, cfg: Any) -> None:
+        """The exported detector and classifier as a Triton model repository (``gesturekit serve`` runs it)."""
+        def pick(task: str, wanted: str | None) -> Path | None:
+            names = [v.name for v in self.variants if v.task == task]
+            if wanted is not None and wanted not in names:
+                raise GesturekitError(f"triton_repo.{task}: {wanted!r} is not an exported {task} "
+                                      f"({', '.join(names) or 'none'})")
+            name = wanted or (names[-1] if names else None)
+            return self.model_dir(name) / ONNX if name else None
+
+        detector, classifier = pick("detector", cfg.detector), pick("classifier", cfg.classifier)
+        if detector is None:
+            raise GesturekitError("triton_repo: the workflow exports no detector to serve")
+        out = self.out / "triton_repo"
+
+        def run() -> None:
+            from gesturekit.export.triton import RepositoryOptions, write_repository
+
+            write_repository(out, detector, classifier, options=RepositoryOptions(
+                max_batch_size=cfg.max_batch_size, device=cfg.device, model_backend=cfg.model_backend))
+
+        inputs = [p for p in (detector, classifier) if p is not None]
+        self._add(Step("triton_repo", "all", cfg.model_dump(mode="json"), inputs, [out / "gesture_cascade"], run,
+                       out))
 
     def _cards(self) -> None:
         from gesturekit.workflow.cards import write_cards
