@@ -6,7 +6,6 @@ and its Markdown rendering, laid out like an NGC model card: tables, the evaluat
 
 from __future__ import annotations
 
-import json
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.graph_stats import graph_stats
 from gesturekit.evaluation.throughput import THROUGHPUT_FILE, model_input, read_throughput
 from gesturekit.models.metadata import read_onnx_metadata
+from gesturekit.models.zoo import read_model_json
 from gesturekit.models.zoo import EVAL, ONNX, SPEC, SUMMARY
 
 PACKS = "packs.json"
@@ -32,18 +32,6 @@ LICENCES = {
 }
 """Licences as published of the data under ``../shared/data`` (its README), found by name in a
 model's training and evaluation sources."""
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise GesturekitError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise GesturekitError(f"{path}: expected a JSON object")
-    return data
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -84,7 +72,7 @@ def _initialised_from(summary: dict[str, Any], spec: dict[str, Any], meta: dict[
 def _training(path: Path, meta: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """The training summary: ``train_summary.json``, else the one the ONNX metadata carries (a PTQ model:
     its FP32 source's)."""
-    summary = _read_json(path / SUMMARY)
+    summary = read_model_json(path / SUMMARY)
     if summary:
         return summary, SUMMARY
     if meta.get("training"):
@@ -168,8 +156,8 @@ def build_card(path: Path) -> dict[str, Any]:
     stats = graph_stats(onnx_file, shape)
     spec = _read_yaml(path / SPEC)
     summary, summary_source = _training(path, meta)
-    packs = _read_json(path / PACKS)
-    evaluation = _read_json(path / EVAL)
+    packs = read_model_json(path / PACKS)
+    evaluation = read_model_json(path / EVAL)
     quantization = meta.get("quantization") or {}
     backbone = meta["arch_kwargs"].get("backbone")
     card: dict[str, Any] = {

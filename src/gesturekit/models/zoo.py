@@ -75,7 +75,12 @@ def model_dir(name_or_path: str) -> Path:
     return zoo_path(name_or_path)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_model_json(path: Path) -> dict[str, Any]:
+    """A model directory's JSON file (``eval.json``, ``train_summary.json``, ...) as a dict; ``{}`` when absent.
+
+    Raises:
+        GesturekitError: invalid JSON, or not a JSON object (one line naming the file).
+    """
     if not path.is_file():
         return {}
     try:
@@ -109,7 +114,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _evaluation(path: Path, meta: dict[str, Any]) -> dict[str, float]:
-    return _flatten(_read_json(path / EVAL) or dict(meta.get("metrics") or {}))
+    return _flatten(read_model_json(path / EVAL) or dict(meta.get("metrics") or {}))
 
 
 def _headline(metrics: dict[str, float]) -> tuple[str, float] | None:
