@@ -11,7 +11,7 @@ from rich.console import Console
 app = typer.Typer(
     help=(
         "Run the whole workflow from one file: convert -> pack -> train -> evaluate -> prune -> retrain -> qat -> "
-        "export -> evaluate_exports -> cards -> report. Each step records its settings and the content hashes of "
+        "export -> evaluate_exports -> triton_repo -> cards -> report. Each step records its settings and the content hashes of "
         "its inputs in OUT/workflow_state.json: a rerun skips what is done and unchanged, and a run killed "
         "mid-step resumes that step (training from its checkpoint). Shipped files: workflows/quickstart-cpu.yaml "
         "(a few minutes on a laptop CPU) and workflows/gesture-gpu.yaml (the shipped models' recipe)."

@@ -47,7 +47,7 @@ def _check_stage(stage: str | None, option: str) -> None:
 def _depends_on(step: Step, earlier: Step) -> bool:
     """``step`` reads something ``earlier`` writes."""
     roots = [*earlier.outputs, *([earlier.workdir] if earlier.workdir else [])]
-    return any(p == root or root in p.parents for p in step.inputs for root in roots)
+    return any(p == root or root in p.parents or p in root.parents for p in step.inputs for root in roots)
 
 
 def stage_status(step: Step, state: WorkflowState) -> tuple[str, Plan]:

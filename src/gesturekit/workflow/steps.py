@@ -153,7 +153,7 @@ class Planner:
                     class_map=cmap, overwrite=True)
             _limit_splits(out, conv.limit, conv.seed)
 
-        self._add(Step("convert", name, conv.model_dump(mode="json"), [conv.source], [out / "splits"], run))
+        self._add(Step("convert", name, conv.model_dump(mode="json"), [conv.source], [out / "splits"], run, out))
 
     def _pack(self, name: str, packing: Any) -> None:
         from gesturekit.data.classmap import build_class_map
