@@ -19,6 +19,7 @@ _SCALE = np.array([1 / (255 * s) for s in STD], np.float32)[:, None, None]
 _OFFSET = np.array([m / s for m, s in zip(MEAN, STD)], np.float32)[:, None, None]
 _MAX_WEIGHT_BITS = 22
 _INT16_LIMIT = 1 << 15
+_ROW_BLOCK = 64
 
 
 def check_frame(frame: np.ndarray) -> np.ndarray:
@@ -59,41 +60,37 @@ def _weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _rows(image: np.ndarray, out_size: int) -> np.ndarray:
-    """Resize axis 0 of a uint8 [H, X] array (whole rows gathered per tap)."""
+    """Resize axis 0 of a uint8 [H, X] array: whole rows gathered per tap, ``_ROW_BLOCK`` output rows at a
+    time so that the int32 sums stay in the CPU's cache."""
     index, weights, bits = _weights(image.shape[0], out_size)
-    acc = np.full((out_size, image.shape[1]), 1 << (bits - 1), np.int32)
+    out = np.empty((out_size, image.shape[1]), np.uint8)
+    acc = np.empty((min(_ROW_BLOCK, out_size), image.shape[1]), np.int32)
     product = np.empty_like(acc)
-    for tap in range(index.shape[1]):
-        acc += np.multiply(image[index[:, tap]], weights[:, tap:tap + 1], out=product)
-    return _to_uint8(acc, bits)
+    for start in range(0, out_size, _ROW_BLOCK):
+        stop = min(start + _ROW_BLOCK, out_size)
+        block, scratch = acc[:stop - start], product[:stop - start]
+        block.fill(1 << (bits - 1))
+        for tap in range(index.shape[1]):
+            block += np.multiply(image[index[start:stop, tap]], weights[start:stop, tap:tap + 1], out=scratch)
+        np.right_shift(block, bits, out=block)
+        out[start:stop] = np.clip(block, 0, 255, out=block)
+    return out
 
 
-def _columns(image: np.ndarray, out_size: int) -> np.ndarray:
-    """Resize axis 1 of a uint8 [H, W, C] array."""
-    height, width, channels = image.shape
-    index, weights, bits = _weights(width, out_size)
-    flat = image.reshape(height, width * channels)
-    columns = index.T[:, :, None] * channels + np.arange(channels)  # [K, out, C] -> flat columns
-    acc = np.full((height, out_size * channels), 1 << (bits - 1), np.int32)
-    gathered = np.empty((height, out_size * channels), np.uint8)
-    product = np.empty_like(acc)
-    for tap in range(index.shape[1]):
-        np.take(flat, columns[tap].ravel(), axis=1, out=gathered)
-        acc += np.multiply(gathered, np.repeat(weights[:, tap], channels), out=product)
-    return _to_uint8(acc, bits).reshape(height, out_size, channels)
-
-
-def _to_uint8(acc: np.ndarray, bits: int) -> np.ndarray:
-    np.right_shift(acc, bits, out=acc)
-    return np.clip(acc, 0, 255, out=acc).astype(np.uint8)
+def _transposed(image: np.ndarray) -> np.ndarray:
+    """[A, B, 3] uint8 -> [B, A, 3], moving whole pixels (3-byte items) rather than single bytes."""
+    a, b, _ = image.shape
+    pixels = np.ascontiguousarray(image).view("V3").reshape(a, b)
+    return np.ascontiguousarray(pixels.T).view(np.uint8).reshape(b, a, 3)
 
 
 def resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 RGB [H,W,3] -> [height,width,3]: ``torchvision.transforms.v2.functional.resize(...,
     antialias=True)`` of the image, bit for bit (columns first, then rows, as it does)."""
     frame = check_frame(frame)
-    if frame.shape[1] != width:
-        frame = _columns(frame, width)
+    if frame.shape[1] != width:  # the columns pass runs as a rows pass on the transposed frame
+        columns = _transposed(frame)
+        frame = _transposed(_rows(columns.reshape(columns.shape[0], -1), width).reshape(width, -1, 3))
     if frame.shape[0] != height:
         frame = _rows(frame.reshape(frame.shape[0], -1), height).reshape(height, width, 3)
     return frame
