@@ -14,7 +14,7 @@ def test_models_doc_is_what_the_zoo_generates():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_models_doc_links_resolve():
-    doc = REPO / "docs" / "models.md"
-    targets = re.findall(r"\]\(([^)#\s]+)\)", doc.read_text())
-    assert targets and all((doc.parent / t).is_file() for t in targets)
+def test_models_doc_and_readme_links_resolve():
+    for doc in (REPO / "docs" / "models.md", REPO / "README.md"):
+        targets = [t for t in re.findall(r"\]\(([^)#\s]+)\)", doc.read_text()) if "://" not in t]
+        assert targets and all((doc.parent / t).exists() for t in targets), doc
