@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from gesturekit.cli.pack import register
 from gesturekit.data.classmap import ClassMap
-from gesturekit.data.crops import widen_box
 from gesturekit.data.formats.egohands import read_egohands_csv
 from gesturekit.data.pack import (
     MAGIC,
@@ -133,8 +132,9 @@ def test_classification_crops_with_context(tmp_path: Path) -> None:
     assert summary.classes == {"thumbs_up": 1, "two": 1, "random": 1}
     pack = open_pack(tmp_path / "c.gkpack")
     assert pack.kind == "classification" and pack.meta["context"] == 2.0
-    for rec, src in zip(pack.records(), sources):
-        x1, y1, x2, y2 = widen_box(src.box, (400, 300), enlarge_ratio=2.0, square=True)
+    # each box doubled about its centre and squared on its longer side, clipped to x2 <= 399, y2 <= 299
+    regions = [(160, 70, 280, 190), (0, 225, 65, 299), (280, 0, 360, 80)]
+    for rec, src, (x1, y1, x2, y2) in zip(pack.records(), sources, regions):
         sx, sy = rec.size[0] / (x2 - x1), rec.size[1] / (y2 - y1)
         assert max(rec.size) == min(100, max(x2 - x1, y2 - y1))
         bx1, by1, bx2, by2 = rec.boxes[0]

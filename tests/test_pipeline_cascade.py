@@ -29,17 +29,24 @@ BOXES = [
 ]
 
 
-@pytest.mark.parametrize("margin", [0, 3, 5, 30])
+# The crop of each box of BOXES, worked by hand: every side moves out by the margin, then x1, y1 >= 0,
+# x2 <= W - 1 = 63 and y2 <= H - 1 = 47 (widen_box's contract).
+CROPS = {
+    0: [(0, 0, 20, 18), (44, 0, 63, 18), (0, 30, 20, 47), (44, 30, 63, 47), (2, 15, 22, 33), (20, 14, 40, 32)],
+    3: [(0, 0, 23, 21), (41, 0, 63, 21), (0, 27, 23, 47), (41, 27, 63, 47), (0, 12, 25, 36), (17, 11, 43, 35)],
+    5: [(0, 0, 25, 23), (39, 0, 63, 23), (0, 25, 25, 47), (39, 25, 63, 47), (0, 10, 27, 38), (15, 9, 45, 37)],
+    30: [(0, 0, 50, 47), (14, 0, 63, 47), (0, 0, 50, 47), (14, 0, 63, 47), (0, 0, 52, 47), (0, 0, 63, 47)],
+}
+
+
+@pytest.mark.parametrize("margin", sorted(CROPS))
 def test_crops_follow_the_margin_convention_at_every_border(margin: int) -> None:
     classifier = BrightnessClassifier()
     cascade = Cascade(FixedDetector(BOXES), classifier, margin_px=margin, min_crop_size=1)
     (hands,) = cascade([coordinate_frame()])
     (crops,) = classifier.calls
     assert len(crops) == len(BOXES) == len(hands)
-    for (x1, y1, x2, y2), crop, hand in zip(BOXES, crops, hands):
-        w, h = x2 - x1, y2 - y1
-        ex1, ey1 = max(0, x1 - margin), max(0, y1 - margin)
-        ex2, ey2 = min(x1 + w + margin, W - 1), min(y1 + h + margin, H - 1)
+    for (x1, y1, x2, y2), (ex1, ey1, ex2, ey2), crop, hand in zip(BOXES, CROPS[margin], crops, hands):
         assert crop.shape == (ey2 - ey1, ex2 - ex1, 3)
         assert tuple(crop[0, 0]) == (ex1, ey1, 7)
         assert tuple(crop[-1, -1]) == (ex2 - 1, ey2 - 1, 7)

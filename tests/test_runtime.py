@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from gesturekit.config.specs import CropConvention
-from gesturekit.data.crops import widen_box
 from gesturekit.data.transforms import (
     PAD_STRIDE,
     classification_eval_transform,
@@ -176,11 +175,11 @@ def test_runtime_refuses_other_normalisation_and_wrong_task() -> None:
 def test_classifier_crops_and_preprocesses_like_training(model_dirs, frames) -> None:
     classifier = load_classifier(model_dirs["classifier"], threads=1)
     assert classifier.classes == GESTURES and classifier.crop == CROP
-    frame, boxes = frames[0]
-    box = boxes[0]
+    frame = frames[0][0]
+    box = (100.0, 50.0, 180.0, 130.0)
     crop = classifier.crop_region(frame, box)
-    x1, y1, x2, y2 = widen_box(box, (frame.shape[1], frame.shape[0]), 4.0, 1.3, True)
-    assert crop.shape == (y2 - y1, x2 - x1, 3)
+    # centre (140, 90), 80 x 80 enlarged 1.3x to 104 x 104, margin 4 on each side: x 84..196, y 34..146
+    assert np.array_equal(crop, frame[34:146, 84:196])
     tensor = torch.from_numpy(frame.copy()).permute(2, 0, 1)
     assert torch.equal(torch.from_numpy(crop.copy()).permute(2, 0, 1), crop_roi(tensor, box, CropConvention(**CROP)))
     expected = classification_eval_transform(64, CropConvention(**CROP))(tensor, box)

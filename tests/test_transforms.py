@@ -12,7 +12,6 @@ from gesturekit.config.specs import (
     CropConvention,
     DetectionAugmentation,
 )
-from gesturekit.data.crops import widen_box
 from gesturekit.data.transforms import (
     MEAN,
     STD,
@@ -155,13 +154,14 @@ def test_detection_drops_boxes_pushed_off_the_canvas() -> None:
         assert ((target["boxes"] >= 0) & (target["boxes"] <= 128)).all()
 
 
-def test_classification_eval_uses_widen_box() -> None:
+def test_classification_eval_cuts_the_documented_region() -> None:
     torch.manual_seed(0)
     image = torch.randint(0, 256, (3, 200, 300), dtype=torch.uint8)
     box = (250.0, 20.0, 290.0, 90.0)
     crop = CropConvention(margin_px=4, enlarge_ratio=1.5, square=True)
-    x1, y1, x2, y2 = widen_box(box, (300, 200), 4, 1.5, True)
-    assert x2 == 299  # clipped to the frame, as at runtime
+    # centre (270, 55), enlarged 60 x 105, squared to 105, margin 4: x 213.5..326.5, y -1.5..111.5, clipped to
+    # x2 <= W - 1 and y1 >= 0, as at runtime
+    x1, y1, x2, y2 = 214, 0, 299, 112
     roi = crop_roi(image, box, crop)
     assert torch.equal(roi, image[:, y1:y2, x1:x2])
     out = classification_eval_transform(64, crop)(image, box)
