@@ -123,7 +123,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise GesturekitError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        reason = str(getattr(exc, "problem", None) or exc).strip().splitlines()[0]
+        raise GesturekitError(f"{path}{where}: invalid YAML: {reason}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
