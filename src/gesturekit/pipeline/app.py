@@ -54,8 +54,9 @@ class SourceReport:
     error: str | None
 
 
-class Interrupted(Exception):
-    """A run stopped by SIGINT or SIGTERM; its sinks hold every frame processed.
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM; its sinks hold every frame processed (a KeyboardInterrupt,
+    so that code catching Exception lets it through, as it would Ctrl-C).
 
     Attributes:
         signum: the signal.
