@@ -15,7 +15,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from gesturekit.data.crops import widen_box
-from gesturekit.data.transforms import PAD_STRIDE, frame_scale, letterbox, letterbox_geometry
+from gesturekit.data.geometry import PAD_STRIDE, frame_scale, letterbox_geometry
+from gesturekit.data.transforms import letterbox
 from gesturekit.models.metadata import classifier_metadata, detector_metadata
 from gesturekit.runtime.classifier import GestureClassifier
 from gesturekit.runtime.detector import HandDetector
