@@ -64,7 +64,7 @@ def test_a_truncated_video_with_its_index_in_front_says_frames_are_missing(tmp_p
     with av.open(str(data_root / "video" / "asl_hand.25fps.mp4")) as src, \
             av.open(str(tmp_path / "front.mp4"), "w", options={"movflags": "faststart"}) as out:
         stream = out.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
+        for packet in list(src.demux(src.streams.video[0]))[:60]:  # the first 60 frames
             if packet.dts is not None:
                 packet.stream = stream
                 out.mux(packet)
@@ -72,10 +72,10 @@ def test_a_truncated_video_with_its_index_in_front_says_frames_are_missing(tmp_p
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
     source = open_source(str(tmp_path / "cut.mp4"))
     frames = sum(1 for _ in source.frames())
-    assert 0 < frames < 325
-    assert source.stats.error == f"ended after {frames} of the 325 frames its index lists (truncated file?)"
+    assert 0 < frames < 60
+    assert source.stats.error == f"ended after {frames} of the 60 frames its index lists (truncated file?)"
     whole = open_source(str(tmp_path / "front.mp4"))
-    assert sum(1 for _ in whole.frames()) == 325 and whole.stats.error is None
+    assert sum(1 for _ in whole.frames()) == 60 and whole.stats.error is None
 
 
 def test_the_preview_drops_idle_clients() -> None:
