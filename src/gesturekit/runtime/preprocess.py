@@ -19,7 +19,8 @@ _SCALE = np.array([1 / (255 * s) for s in STD], np.float32)[:, None, None]
 _OFFSET = np.array([m / s for m, s in zip(MEAN, STD)], np.float32)[:, None, None]
 _MAX_WEIGHT_BITS = 22
 _INT16_LIMIT = 1 << 15
-_ROW_BLOCK = 64
+_BLOCK = 64
+"""Rows a resize pass combines at a time: its int32 sums stay in the CPU's cache."""
 
 
 def check_frame(frame: np.ndarray) -> np.ndarray:
@@ -59,40 +60,49 @@ def _weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, int]:
     return np.minimum(first[:, None] + taps, in_size - 1), fixed, bits
 
 
-def _rows(image: np.ndarray, out_size: int) -> np.ndarray:
-    """Resize axis 0 of a uint8 [H, X] array: whole rows gathered per tap, ``_ROW_BLOCK`` output rows at a
-    time so that the int32 sums stay in the CPU's cache."""
-    index, weights, bits = _weights(image.shape[0], out_size)
-    out = np.empty((out_size, image.shape[1]), np.uint8)
-    acc = np.empty((min(_ROW_BLOCK, out_size), image.shape[1]), np.int32)
+def _taps(image: np.ndarray, index: np.ndarray, weights: np.ndarray, bits: int) -> np.ndarray:
+    """Rows of a uint8 [H, X] array combined: row ``j`` of the result is ``sum_t weights[j, t] * image[index[j, t]]``
+    in fixed point, rounded and clamped to uint8 (``index``, ``weights``: [out, K] from ``_weights``)."""
+    acc = np.full((len(index), image.shape[1]), 1 << (bits - 1), np.int32)
     product = np.empty_like(acc)
-    for start in range(0, out_size, _ROW_BLOCK):
-        stop = min(start + _ROW_BLOCK, out_size)
-        block, scratch = acc[:stop - start], product[:stop - start]
-        block.fill(1 << (bits - 1))
-        for tap in range(index.shape[1]):
-            block += np.multiply(image[index[start:stop, tap]], weights[start:stop, tap:tap + 1], out=scratch)
-        np.right_shift(block, bits, out=block)
-        out[start:stop] = np.clip(block, 0, 255, out=block)
+    for tap in range(index.shape[1]):
+        acc += np.multiply(image[index[:, tap]], weights[:, tap:tap + 1], out=product)
+    np.right_shift(acc, bits, out=acc)
+    return np.clip(acc, 0, 255, out=acc).astype(np.uint8)
+
+
+def _rows(frame: np.ndarray, height: int) -> np.ndarray:
+    """Resize axis 0 of a uint8 [H, W, 3] frame, ``_BLOCK`` output rows at a time (the sums stay in cache)."""
+    index, weights, bits = _weights(frame.shape[0], height)
+    flat = frame.reshape(frame.shape[0], -1)
+    out = np.empty((height, flat.shape[1]), np.uint8)
+    for start in range(0, height, _BLOCK):
+        out[start:start + _BLOCK] = _taps(flat, index[start:start + _BLOCK], weights[start:start + _BLOCK], bits)
+    return out.reshape(height, *frame.shape[1:])
+
+
+def _columns(frame: np.ndarray, width: int) -> np.ndarray:
+    """Resize axis 1 of a uint8 [H, W, 3] frame: ``_BLOCK`` frame rows at a time, transposed by whole pixels
+    (3-byte items) so that the columns combine as rows do, then transposed back."""
+    index, weights, bits = _weights(frame.shape[1], width)
+    pixels = np.ascontiguousarray(frame).view("V3")[..., 0]  # [H, W] of pixels
+    out = np.empty((frame.shape[0], width, 3), np.uint8)
+    for start in range(0, frame.shape[0], _BLOCK):
+        block = np.ascontiguousarray(pixels[start:start + _BLOCK].T)  # [W, rows]
+        combined = _taps(block.view(np.uint8).reshape(block.shape[0], -1), index, weights, bits)  # [width, rows*3]
+        rows = np.ascontiguousarray(combined.view("V3").T)  # [rows, width] of pixels
+        out[start:start + _BLOCK] = rows.view(np.uint8).reshape(-1, width, 3)
     return out
-
-
-def _transposed(image: np.ndarray) -> np.ndarray:
-    """[A, B, 3] uint8 -> [B, A, 3], moving whole pixels (3-byte items) rather than single bytes."""
-    a, b, _ = image.shape
-    pixels = np.ascontiguousarray(image).view("V3").reshape(a, b)
-    return np.ascontiguousarray(pixels.T).view(np.uint8).reshape(b, a, 3)
 
 
 def resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 RGB [H,W,3] -> [height,width,3]: ``torchvision.transforms.v2.functional.resize(...,
     antialias=True)`` of the image, bit for bit (columns first, then rows, as it does)."""
     frame = check_frame(frame)
-    if frame.shape[1] != width:  # the columns pass runs as a rows pass on the transposed frame
-        columns = _transposed(frame)
-        frame = _transposed(_rows(columns.reshape(columns.shape[0], -1), width).reshape(width, -1, 3))
+    if frame.shape[1] != width:
+        frame = _columns(frame, width)
     if frame.shape[0] != height:
-        frame = _rows(frame.reshape(frame.shape[0], -1), height).reshape(height, width, 3)
+        frame = _rows(frame, height)
     return frame
 
 
