@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from gesturekit.config.app import AppConfig
 from gesturekit.errors import GesturekitError
-from gesturekit.pipeline.app import CascadeApp, run_app
+from gesturekit.pipeline.app import CascadeApp, Interrupted, run_app
 from gesturekit.pipeline.cascade import Cascade
 from gesturekit.pipeline.predictions import read_predictions
-from gesturekit.pipeline.sinks import JsonSink
+from gesturekit.pipeline.sinks import JsonSink, VideoSink
 from gesturekit.pipeline.sources import Frame, Source, open_source
 from gesturekit.pipeline.tracker import IoUTracker
 from test_pipeline_fakes import BrightnessClassifier, SquareDetector, write_video
@@ -167,3 +170,47 @@ def test_a_run_without_frames_leaves_an_existing_output_alone(tmp_path: Path) ->
     assert (tmp_path / "p.jsonl").read_text() == "kept\n"
     assert app.notes == [f"{tmp_path / 'p.jsonl'}: not written (no frame processed)"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "p.jsonl"]
+
+
+def slow(cascade: Cascade, seconds: float) -> Callable[[list[np.ndarray]], list[list]]:
+    def run(images: list[np.ndarray]) -> list[list]:
+        time.sleep(seconds)
+        return cascade(images)
+    return run
+
+
+def outputs_agree(json_path: Path, video_path: Path) -> int:
+    """The JSON lines are frames 0..n-1 and the video has n frames; returns n."""
+    frames = [r["frame"] for r in read_predictions(json_path)]
+    assert frames == list(range(len(frames)))
+    with av.open(str(video_path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == len(frames)
+    return len(frames)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_sources_and_drains_what_they_read(tmp_path: Path, signum: int) -> None:
+    video = write_video(tmp_path / "a.mp4", 300)
+    sinks = [[JsonSink(tmp_path / "p.jsonl", str(video)), VideoSink(tmp_path / "v.mp4", 10)]]
+    app = CascadeApp([open_source(str(video))], slow(Cascade(SquareDetector(), None), 0.01), sinks)
+    threading.Timer(0.5, os.kill, (os.getpid(), signum)).start()
+    with pytest.raises(Interrupted) as stop:
+        app.run()
+    assert stop.value.signum == signum and stop.value.lingering == []
+    (report,) = stop.value.reports
+    assert 0 < report.frames < 300
+    assert outputs_agree(tmp_path / "p.jsonl", tmp_path / "v.mp4") == report.frames
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_second_signal_stops_every_stage_at_once(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "a.mp4", 300)
+    sinks = [[JsonSink(tmp_path / "p.jsonl", str(video)), VideoSink(tmp_path / "v.mp4", 10)]]
+    app = CascadeApp([open_source(str(video))], slow(Cascade(SquareDetector(), None), 0.2), sinks, queue_size=8)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    with pytest.raises(Interrupted):
+        app.run()
+    assert time.monotonic() - start < 0.6 + 8 * 0.2  # draining the 8 queued frames would take longer
+    assert outputs_agree(tmp_path / "p.jsonl", tmp_path / "v.mp4") > 0
