@@ -1,4 +1,5 @@
-"""Write a zoo entry for a derived hand detector from a ``benchmarks/optimize_detector.py`` run.
+"""Write a zoo entry for a derived hand detector from a ``benchmarks/optimize_detector.py`` run, or record
+the CPU latency that ``benchmarks/latency.py`` measured in the zoo models' ``eval.json``.
 
 The benchmark measures the detector's INT8 and pruned variants side by side and keeps their ONNX files
 (``--save-models DIR``); this script turns the chosen one into a zoo entry whose ``eval.json`` carries that run's
@@ -12,7 +13,13 @@ figures, so that what ships is what was measured.
 ``int8``: ``model.onnx``, ``spec.yaml``, ``eval.json`` and, for PTQ, ``model.calib.json``; for QAT, ``model.pt``
 (the QAT checkpoint, so that ``gesturekit export`` can re-export it). ``pruned``: the ``eval.json`` of an entry
 packaged by ``gesturekit models package`` from the retrained pruned checkpoint the run measured (``--pruned``).
-Afterwards ``python tools/release/evaluate_zoo.py`` re-evaluates every zoo model.
+``latency``: each model a ``latency.py`` result timed gets that run's model-call median in its ``eval.json``,
+unless its ``eval.json`` already holds the latency measured beside the model it was made from (an INT8 or
+pruned entry's):
+
+    python tools/release/write_zoo_entry.py latency --result benchmarks/results/latency.json
+
+Afterwards ``python tools/release/evaluate_zoo.py`` re-evaluates every zoo model, keeping each ``latency``.
 """
 
 from __future__ import annotations
@@ -98,16 +105,43 @@ def write_pruned_eval(out: Path, result: dict[str, Any]) -> None:
     })
 
 
+def record_latency(result: dict[str, Any], benchmark: str) -> list[str]:
+    """Write the model-call latency of each model a ``benchmarks/latency.py`` result timed into its eval.json;
+    the names of the models written."""
+    written = []
+    for section in ("detector", "classifier"):
+        row = result.get(section)
+        if row is None:
+            continue
+        path = zoo_path(row["model"]) / "eval.json"
+        data = json.loads(path.read_text())
+        old = data.get("latency")
+        if isinstance(old, dict) and ("fp32_median_ms" in old or "unpruned_median_ms" in old):
+            continue  # timed beside the model it was made from (optimize_detector.py): that pair stays
+        data["latency"] = {"median_ms": row["model_only"]["median_ms"],
+                           "end_to_end_median_ms": row["end_to_end"]["median_ms"], "threads": result["threads"],
+                           "input_shape": row["input"], "device": _latency_device(result),
+                           "source": {"benchmark": benchmark}}
+        atomic_write_json(path, data)
+        written.append(row["model"])
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("int8", "pruned"))
-    parser.add_argument("--output", "-o", type=Path, required=True, help="the zoo directory to write")
+    parser.add_argument("kind", choices=("int8", "pruned", "latency"))
+    parser.add_argument("--output", "-o", type=Path, help="int8, pruned: the zoo directory to write")
     parser.add_argument("--result", type=Path, default=Path("benchmarks/results/optimize_detector.json"),
                         help="the optimize_detector.py run whose figures the entry carries")
     parser.add_argument("--models", type=Path, help="that run's --save-models directory (int8)")
     parser.add_argument("--qat", type=Path, default=None, help="the QAT checkpoint the run measured (--qat)")
     args = parser.parse_args()
     result = json.loads(args.result.read_text())
+    if args.kind == "latency":
+        print("wrote the latency of", ", ".join(record_latency(result, str(args.result))) or "no model")
+        return
+    if args.output is None:
+        parser.error(f"{args.kind}: needs --output")
     if args.kind == "int8":
         if args.models is None:
             parser.error("int8: needs --models")
