@@ -422,18 +422,19 @@ def load_models(config: AppConfig, **backend_options: Any) -> tuple[Detector, Cl
     threads = primary.threads
     if threads is None and primary.workers > 1 and primary.backend == "onnxruntime":
         threads = 1  # one per call, as many calls as workers (torch threads are per process)
-    detector = loading.load_detector(names["detector"], backend=primary.backend, device=primary.device,
-                                     threads=threads, half=primary.half, score_threshold=floor,
-                                     verifier=names["verifier"], candidate_threshold=primary.candidate_threshold,
-                                     trust_threshold=primary.trust_threshold, verifier_weight=primary.verifier_weight,
-                                     refine_boxes=primary.refine_boxes, **backend_options)
-    classifier = None
-    if names["classifier"] is not None:
-        # torch threads are per process: only ONNX Runtime sessions get their own thread count
-        threads = secondary.threads if primary.backend == "onnxruntime" else primary.threads
-        classifier = loading.load_classifier(names["classifier"], backend=primary.backend, device=primary.device,
-                                             threads=threads, half=primary.half, **backend_options)
-    return detector, classifier
+    with ThreadPoolExecutor(2, thread_name_prefix="load") as pool:  # the sessions build their graphs at once
+        detector = pool.submit(
+            loading.load_detector, names["detector"], backend=primary.backend, device=primary.device, threads=threads,
+            half=primary.half, score_threshold=floor, verifier=names["verifier"],
+            candidate_threshold=primary.candidate_threshold, trust_threshold=primary.trust_threshold,
+            verifier_weight=primary.verifier_weight, refine_boxes=primary.refine_boxes, **backend_options)
+        classifier = None
+        if names["classifier"] is not None:
+            # torch threads are per process: only ONNX Runtime sessions get their own thread count
+            threads = secondary.threads if primary.backend == "onnxruntime" else primary.threads
+            classifier = pool.submit(loading.load_classifier, names["classifier"], backend=primary.backend,
+                                     device=primary.device, threads=threads, half=primary.half, **backend_options)
+        return detector.result(), None if classifier is None else classifier.result()
 
 
 def build_cascade(config: AppConfig, detector: Detector, classifier: Classifier | None) -> Cascade:
