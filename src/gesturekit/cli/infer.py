@@ -67,7 +67,7 @@ def infer(
         show_default=False)] = None,
     detector: Annotated[Optional[str], typer.Option(
         help="Hand detector: a zoo name or a model file (.onnx, .pt); hand-detector-int8 with --refine-boxes "
-        "small is the most accurate CPU choice, about 14% slower on video. "
+        "small is the most accurate CPU choice, slower on video (docs/models.md). "
         "(default: hand-detector-pruned-int8 on onnxruntime on the CPU, else hand-detector)",
         show_default=False)] = None,
     classifier: Annotated[Optional[str], typer.Option(
@@ -83,7 +83,7 @@ def infer(
     refine_boxes: Annotated[Optional[str], typer.Option(
         help="Boxes the verifier's box head moves: doubtful (those it rescores), small (every box its crop "
         "shows sharper than the detector's input, trusted ones too: small hands), all (every box: better "
-        "boxes, 15-23% fewer frames per second on video) or none. (default: doubtful)",
+        "boxes, a crop each, fewer frames per second) or none. (default: doubtful)",
         show_default=False)] = None,
     no_classifier: Annotated[bool, typer.Option(
         "--no-classifier", help="Detect hands only (every gesture is null).")] = False,
