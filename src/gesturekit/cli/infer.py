@@ -67,7 +67,7 @@ def infer(
         show_default=False)] = None,
     detector: Annotated[Optional[str], typer.Option(
         help="Hand detector: a zoo name or a model file (.onnx, .pt); hand-detector-int8 with --refine-boxes "
-        "small is the most accurate CPU choice, slower on video (docs/models.md). "
+        "small is the most accurate CPU choice, slower on video (docs/experiments.md). "
         "(default: hand-detector-pruned-int8 on onnxruntime on the CPU, else hand-detector)",
         show_default=False)] = None,
     classifier: Annotated[Optional[str], typer.Option(
