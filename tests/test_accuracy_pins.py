@@ -1,12 +1,12 @@
 """Accuracy pins: every shipped zoo model, evaluated on real held-out data, scores what its eval.json states.
 
 The detectors run on the 40 EgoHands test frames, the very set and metric of their eval.json's
-``egohands_test`` (``benchmarks/evaluate_zoo.py``: KITTI AP with a 4 px minimum box), so the figures
+``egohands_test`` (``tools/release/evaluate_zoo.py``: KITTI AP with a 4 px minimum box), so the figures
 agree up to ONNX Runtime's rounding. The tolerances below (about one of the 125 boxes for AP@0.5) let
 that rounding through and fail on anything that moves a box: a changed resize, a shifted coordinate,
 a decoding or NMS change, a model file swapped. The classifiers run on a fixed subset of the held-out
 HaGRID crops (the first ``CROPS_PER_FOLDER`` of each folder's seeded 15% hold-out, packed as
-``make_packs.sh`` packs the full test set), where the tolerance is a binomial one.
+``benchmarks/gpu/make_packs.sh`` packs the full test set), where the tolerance is a binomial one.
 """
 
 from __future__ import annotations
