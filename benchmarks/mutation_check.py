@@ -111,7 +111,7 @@ def committed_tree(dest: Path) -> str:
     archive = subprocess.run(["git", "archive", "HEAD", "src", "tests", "pyproject.toml"], cwd=REPO,
                              capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, members=[m for m in tar.getmembers() if "/models/zoo/" not in m.name],
+        tar.extractall(dest, members=[m for m in tar.getmembers() if "/models/zoo" not in m.name],
                        filter="data")
     return commit
 
