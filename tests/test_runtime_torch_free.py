@@ -14,7 +14,9 @@ import torch
 from scipy.optimize import linear_sum_assignment as scipy_assignment
 from torchvision.transforms.v2 import functional as F
 
+from gesturekit.models.zoo import ONNX, zoo_path
 from gesturekit.pipeline.tracker import linear_sum_assignment
+from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend, optimized_graph_path
 from gesturekit.runtime.preprocess import normalized_canvas, resize
 
 TRAINING_ONLY = ("torch", "torchvision", "scipy", "matplotlib", "onnx", "tensorboard", "torch_pruning")
@@ -114,3 +116,23 @@ def test_tracker_assignment_is_optimal() -> None:
         sr, sc = scipy_assignment(cost)
         assert len(r) == min(rows, cols) == len(set(r.tolist())) == len(set(c.tolist()))
         assert cost[r, c].sum() == pytest.approx(cost[sr, sc].sum())
+
+
+def test_the_optimized_graph_is_cached_and_gives_the_same_outputs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GESTUREKIT_CACHE_DIR", str(tmp_path))
+    model = zoo_path("gesture-classifier-int8") / ONNX
+    batch = np.random.default_rng(0).standard_normal((2, 3, 160, 160)).astype(np.float32)
+    first = OnnxRuntimeBackend(model, threads=1)
+    cached = optimized_graph_path(model)
+    assert cached is not None and cached.is_file() and cached.parent.parent == tmp_path
+    again = OnnxRuntimeBackend(model, threads=1)  # from the cache: no optimization at load
+    assert again.session.get_session_options().graph_optimization_level == 0  # ORT_DISABLE_ALL
+    assert again.metadata == first.metadata
+    for a, b in zip(first.infer(batch), again.infer(batch)):
+        np.testing.assert_array_equal(a, b)
+    cached.write_bytes(b"damaged")  # a broken cache file is rebuilt, not an error
+    rebuilt = OnnxRuntimeBackend(model, threads=1)
+    np.testing.assert_array_equal(rebuilt.infer(batch)[0], first.infer(batch)[0])
+    assert cached.stat().st_size > 1000
+    monkeypatch.setenv("GESTUREKIT_CACHE_DIR", "")
+    assert optimized_graph_path(model) is None
