@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gesturekit.config.base import dump_spec, load_spec
+from gesturekit.config.base import load_spec
 from gesturekit.config.specs import ClassifierSpec, DetectorSpec
 from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.cards import PACKS
@@ -215,10 +215,10 @@ class Planner:
                 from gesturekit.training.classifier import train_classifier
 
                 train_classifier(checked, run_dir, device)
-            atomic_write_text(run_dir / SPEC, dump_spec(checked))
 
         self._add(Step(stage, model, {"spec": spec.model_dump(mode="json"), "device": device},
-                       self._spec_inputs(spec), [ckpt, run_dir / SUMMARY], run, run_dir, resumable=True))
+                       self._spec_inputs(spec), [ckpt, run_dir / SUMMARY, run_dir / SPEC], run, run_dir,
+                       resumable=True))
         return ckpt
 
     def _evaluate(self, model: str, stages: DetectorStages | ClassifierStages) -> None:
