@@ -22,7 +22,7 @@ from gesturekit.config.specs import ClassifierSpec, DetectorSpec
 from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.cards import PACKS
 from gesturekit.io import atomic_write_json, atomic_write_text
-from gesturekit.models.zoo import EVAL, ONNX, SPEC, SUMMARY
+from gesturekit.models.zoo import EVAL, ONNX, SPEC, SUMMARY, read_model_json
 from gesturekit.workflow.config import ClassifierStages, DetectorStages, Export, Workflow
 
 STAGES = ("convert", "pack", "train", "evaluate", "prune", "retrain", "qat", "export", "evaluate_exports",
@@ -319,7 +319,7 @@ class Planner:
                        images=parity, engine=v.export.engine)
             for name in (SPEC, SUMMARY):
                 shutil.copyfile(v.training_run / name, out / name)
-            atomic_write_json(out / PACKS, {str(p): _read_json(p.with_suffix(".json")) for p in summaries})
+            atomic_write_json(out / PACKS, {str(p): read_model_json(p.with_suffix(".json")) for p in summaries})
 
         settings = {"precision": v.precision, "export": v.export.model_dump(mode="json")}
         self._add(Step("export", v.name, settings, [v.checkpoint, *calib_inputs, *summaries],
@@ -386,12 +386,6 @@ class Planner:
             inputs.append(self.run_dir("prune", "detector"))
         self._add(Step("report", "all", {"name": wf.name, "models": names}, inputs,
                        [out / "report.html", out / "report.md"], lambda: write_report(out, wf.name, names)))
-
-
-def _read_json(path: Path) -> Any:
-    import json
-
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def prune_fixed(checkpoint: Path, out: Path, threshold: float, selection: Any) -> None:
