@@ -40,6 +40,11 @@ def test_unknown_key_and_wrong_type_name_the_file_and_the_key(tmp_path: Path) ->
     with pytest.raises(GesturekitError, match=rf"{path}: detector\.prune\.threshold: "):
         load_workflow(path, tmp_path / "out")
     bad = _workflow(tmp_path)
+    bad["datasets"]["ego"]["format"] = "coco"
+    _write(path, bad)
+    with pytest.raises(GesturekitError, match=rf"^{path}: datasets\.ego\.format: unknown format 'coco' \(known: "):
+        load_workflow(path, tmp_path / "out")
+    bad = _workflow(tmp_path)
     bad["detector"]["retrain"] = {}
     _write(path, bad)
     with pytest.raises(GesturekitError, match="retrain: needs a prune section"):

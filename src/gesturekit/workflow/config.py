@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gesturekit.config.base import StrictModel, read_yaml, validate_spec
+from gesturekit.data.classmap import PRESETS
+from gesturekit.data.convert import FORMATS
 
 OUT_VAR = "GESTUREKIT_WORKFLOW_OUT"
 DATA_VAR = "GESTUREKIT_DATA"
@@ -39,6 +41,24 @@ class Conversion(StrictModel):
     """Keep a seeded sample of at most this many images of each named split (a small slice for a
     quick run); splits not named are kept whole."""
 
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"unknown format {value!r} (known: {', '.join(FORMATS)})")
+        return value
+
+    @field_validator("class_map_preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        return _preset(value)
+
+
+def _preset(value: str | None) -> str | None:
+    if value is not None and value not in PRESETS:
+        raise ValueError(f"unknown class map preset {value!r} (known: {', '.join(PRESETS)})")
+    return value
+
 
 class Packing(StrictModel):
     """One ``.gkpack`` (``gesturekit data pack``) written to ``OUT/packs/<name>.gkpack``.
@@ -56,6 +76,11 @@ class Packing(StrictModel):
     max_per_class: PositiveInt | None = None
     context: Annotated[float, Field(ge=1)] = 2.0
     seed: int = 0
+
+    @field_validator("class_map_preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        return _preset(value)
 
 
 class SpecStage(StrictModel):
