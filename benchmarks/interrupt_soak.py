@@ -2,8 +2,10 @@
 
 Each run writes the JSON Lines and the annotated video of a real clip with the shipped models;
 once the app has processed its first frames it gets SIGINT, SIGTERM or two SIGINTs (a random
-gap apart) after a random delay. A run counts as a hang when it is still alive 60 s later
-(then killed), a crash when its exit code is not 0 / 130 / 143 or its stderr holds a traceback.
+gap apart) after a random delay, drawn up to a little past the end of an uninterrupted run (timed
+first), so that signals also land while the outputs are being finished. A run counts as a hang
+when it is still alive 60 s later (then killed), a crash when its exit code is not 0 / 130 / 143
+or its stderr holds a traceback.
 Its outputs must be valid: every JSON line parses, frames numbered 0..n-1, the video decodes
 with PyAV to exactly n frames of the clip's size, and no staged file is left behind.
 
@@ -25,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import av
+from common import DATA, RESULTS
 
 from gesturekit.io import atomic_write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-CLIP = ROOT.parent / "shared" / "data" / "video" / "asl_hand.25fps.mp4"
+CLIP = DATA / "video" / "asl_hand.25fps.mp4"
 PLANS = ("SIGINT", "SIGTERM", "SIGINT twice")
 HANG_S = 60.0
 
@@ -70,9 +72,10 @@ def check_outputs(folder: Path, size: tuple[int, int]) -> dict[str, Any]:
 
 
 def interrupted_run(folder: Path, plan: str, delay_s: float, gap_s: float = 0.2,
-                    clip: Path = CLIP, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+                    clip: Path = CLIP, extra: tuple[str, ...] = (), measure_only: bool = False) -> dict[str, Any]:
     """Run ``gesturekit infer`` on ``clip`` into ``folder``, signal it ``delay_s`` after its first
-    FPS line as ``plan`` says, wait for it, and check its outputs."""
+    FPS line as ``plan`` says (``measure_only``: never; ``run_s`` is then its time from that line
+    to its exit), wait for it, and check its outputs."""
     command = [sys.executable, "-m", "gesturekit.cli.main", "infer", str(clip), "--out-json",
                str(folder / "p.jsonl"), "--out-video", str(folder / "v.mp4"), "--perf-interval", "0.2", *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -90,7 +93,11 @@ def interrupted_run(folder: Path, plan: str, delay_s: float, gap_s: float = 0.2,
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     started.wait(HANG_S)
-    time.sleep(delay_s)
+    first_line = time.monotonic()
+    if measure_only:
+        process.wait()
+    else:
+        time.sleep(delay_s)
     sent = []
     if process.poll() is None:
         sent.append("SIGTERM" if plan == "SIGTERM" else "SIGINT")
@@ -108,14 +115,16 @@ def interrupted_run(folder: Path, plan: str, delay_s: float, gap_s: float = 0.2,
         hang = True
         process.kill()
         rc = process.wait()
-    exit_s = time.monotonic() - signalled
+    ended = time.monotonic()
+    exit_s = ended - signalled
     reader.join(5)
     text = "".join(stderr)
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         size = (stream.codec_context.width, stream.codec_context.height)
     outcome = check_outputs(folder, size)
-    return {"plan": plan, "delay_s": round(delay_s, 3), "signals_sent": sent, "rc": rc, "hang": hang,
+    return {"plan": plan, "delay_s": round(delay_s, 3), "run_s": round(ended - first_line, 2),
+            "signals_sent": sent, "rc": rc, "hang": hang,
             "exit_s": round(exit_s, 3), "crash": rc not in (0, 130, 143) or "Traceback" in text,
             **outcome, "stderr_tail": text[-300:] if (rc not in (0, 130, 143) or outcome["problems"]) else ""}
 
@@ -123,12 +132,20 @@ def interrupted_run(folder: Path, plan: str, delay_s: float, gap_s: float = 0.2,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--max-delay", type=float, default=8.0, help="Longest wait after the first FPS line (s).")
+    parser.add_argument("--max-delay", type=float, default=None,
+                        help="Longest wait after the first FPS line (s); default: an uninterrupted run's length + 1 s.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clip", type=Path, default=CLIP)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "interrupt_soak.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "interrupt_soak.json")
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    calibration = None
+    if args.max_delay is None:
+        with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+            calibration = interrupted_run(Path(tmp), "SIGINT", 10 * HANG_S, clip=args.clip, measure_only=True)
+        assert calibration["rc"] == 0 and not calibration["problems"], calibration
+        args.max_delay = calibration["run_s"] + 1.0
+        print(f"uninterrupted run: {calibration['run_s']:.1f} s after its first FPS line", flush=True)
     runs = []
     for i in range(args.runs):
         plan = PLANS[i % len(PLANS)]
@@ -150,6 +167,7 @@ def main() -> None:
     }
     atomic_write_json(args.out, {"clip": str(args.clip.name), "command": "gesturekit infer CLIP --out-json "
                                  "p.jsonl --out-video v.mp4 --perf-interval 0.2", "seed": args.seed,
+                                 "max_delay_s": round(args.max_delay, 2), "uninterrupted_run": calibration,
                                  "summary": summary, "runs": runs})
     print(json.dumps(summary, indent=2))
 
