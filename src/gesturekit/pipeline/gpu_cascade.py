@@ -34,8 +34,8 @@ from gesturekit.config.specs import CropConvention
 from gesturekit.data.transforms import MEAN, PAD_STRIDE, STD, letterbox_geometry
 from gesturekit.errors import GesturekitError
 from gesturekit.models.metadata import check_metadata
+from gesturekit.models.zoo import default_models
 from gesturekit.optimize.restore import load_model_from_checkpoint
-from gesturekit.pipeline.app import model_names
 from gesturekit.pipeline.cascade import crop_convention
 from gesturekit.pipeline.predictions import HandPrediction
 from gesturekit.runtime.loading import resolve_model_file
@@ -268,18 +268,19 @@ class GpuCascade:
 
     @classmethod
     def from_config(cls, config: AppConfig, device: str = "cuda", cuda_graphs: bool = True) -> GpuCascade:
-        """The cascade ``config`` describes (its models as ``pipeline.app.load_models`` names them) on ``device``;
+        """The cascade ``config`` describes (its models, or the torch defaults, ``models.zoo.default_models``) on ``device``;
         FP16 per ``primary.half`` (on a CUDA device only)."""
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise GesturekitError(f"device {device!r}: CUDA is not available")
         primary, secondary = config.primary, config.secondary
         half = dev.type == "cuda" and (primary.precision == "fp16" or primary.precision is None)
-        names = model_names(config.model_copy(update={"primary": primary.model_copy(update={"backend": "torch"})}))
-        detector = load_model(names["detector"], "detection", dev, half, cuda_graphs)  # type: ignore[arg-type]
-        verifier = load_model(names["verifier"], "classification", dev, half, cuda_graphs) if names["verifier"] else None
-        classifier = (load_model(names["classifier"], "classification", dev, half, cuda_graphs)
-                      if names["classifier"] else None)
+        defaults = default_models("torch", dev.type)
+        detector = load_model(primary.detector or defaults["detector"], "detection", dev, half, cuda_graphs)
+        verifier = (load_model(primary.verifier or defaults["verifier"], "classification", dev, half, cuda_graphs)
+                    if primary.verify else None)
+        classifier = (load_model(secondary.classifier or defaults["classifier"], "classification", dev, half,
+                                 cuda_graphs) if secondary.enabled else None)
         floor = primary.score_threshold
         if classifier is not None and secondary.confirm_threshold is not None:
             floor = min(floor, secondary.confirm_threshold)
