@@ -2,7 +2,7 @@
 real HaGRID and EgoHands frames (encoded JPEG, one per request) for a fixed time, once with dynamic batching
 (max_batch_size 8) and once without (max_batch_size 1). Reports failed requests, throughput, latency
 percentiles, the batch sizes Triton formed (its own metrics) and the server's memory (tritonserver and its
-backend stubs) after warm-up and at the end.
+backend stubs) every few seconds from the end of a full-load warm-up to the end.
 
     python benchmarks/serve_load.py [--clients 32] [--seconds 60] [--out benchmarks/results/serve_load.json]
 """
@@ -29,6 +29,8 @@ from gesturekit.models.zoo import CPU_MODELS, zoo_path
 from gesturekit.serve.server import Ports, TritonServer
 
 FRAMES_PER_SET = 40
+WARMUP_S = 15.0
+RSS_EVERY_S = 5.0
 PORTS = Ports(http=18700, grpc=18701, metrics=18702)
 
 
@@ -122,18 +124,22 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float)
             url = f"{PORTS.host}:{PORTS.http}"
             context = multiprocessing.get_context("spawn")
             results = context.Queue()
-            warm = context.Process(target=run_clients, args=(url, files, 2, 5.0, results))
+            # warm-up at full load: ONNX Runtime's arenas grow to the largest batches before memory is read
+            warm = context.Process(target=run_clients, args=(url, files, clients, WARMUP_S, results))
             warm.start()
             results.get()
             warm.join()
             before = batch_stats(PORTS.urls()["metrics"])
-            rss_start = tree_rss_mb(server.process.pid)
             load_start = round(os.getloadavg()[0], 2)  # other jobs share the cores: the figures are this machine's now
             load = context.Process(target=run_clients, args=(url, files, clients, seconds, results))
             load.start()
+            rss = []
+            while load.is_alive() and results.empty():
+                rss.append(tree_rss_mb(server.process.pid))
+                time.sleep(RSS_EVERY_S)
             latencies, failures, errors, elapsed = results.get()
             load.join()
-            rss_end = tree_rss_mb(server.process.pid)
+            rss.append(tree_rss_mb(server.process.pid))
             after = batch_stats(PORTS.urls()["metrics"])
     if not latencies:
         raise SystemExit(f"max_batch_size {max_batch_size}: no request succeeded ({'; '.join(errors[:3])})")
@@ -146,7 +152,7 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float)
         "seconds": round(elapsed, 2), "throughput_rps": round(len(latencies) / elapsed, 2),
         "latency_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 1) for q in ("p50", "p95", "p99")},
         "mean_batch": round(inferences / executions, 2) if executions else None,
-        "server_rss_mb": {"after_warmup": rss_start, "end": rss_end},
+        "server_rss_mb": {"after_warmup": rss[0], "end": rss[-1], "max": max(rss), f"every_{RSS_EVERY_S:.0f}s": rss},
         "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
     }
 
