@@ -84,6 +84,9 @@ def main() -> None:
         app()
     except GesturekitError as exc:
         _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:  # a signal after the run closed its outputs: nothing is lost, say so and exit as Ctrl-C does
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the boundary: anything else is a bug to report
         if extra := _missing_extra(exc):
             _fail(f"gesturekit {sys.argv[1] if len(sys.argv) > 1 else ''} needs: pip install 'gesturekit[{extra}]'", 1)
