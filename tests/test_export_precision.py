@@ -145,7 +145,7 @@ def test_calibration_items_spread_over_sources(tmp_path, kitti) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(GesturekitError, match="empty: calibration images: no image file"):
         select_calibration_items([tmp_path / "empty"], "train", 4)
-    with pytest.raises(GesturekitError, match="not a readable image"):
+    with pytest.raises(GesturekitError, match="notes.txt: unreadable image"):
         read_item(CalibrationItem(folder / "notes.txt"))
 
 

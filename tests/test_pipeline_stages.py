@@ -74,7 +74,7 @@ def test_staged_cascade_runs_in_two_threads_with_the_single_thread_output(tmp_pa
         assert lines == read_predictions(tmp_path / f"workers.{i}.jsonl")  # in order, with 3 batches at once
 
 
-def test_a_failing_classifier_stage_raises_and_still_closes_outputs(tmp_path: Path) -> None:
+def test_a_failing_classifier_stage_raises_and_keeps_finished_frames_as_partial(tmp_path: Path) -> None:
     calls = {"n": 0}
     inner = BrightnessClassifier()
 
@@ -90,7 +90,8 @@ def test_a_failing_classifier_stage_raises_and_still_closes_outputs(tmp_path: Pa
                      [[JsonSink(tmp_path / "p.jsonl", str(video))]], tracker=IoUTracker)
     with pytest.raises(RuntimeError, match="classifier exploded"):
         app.run()
-    assert [r["frame"] for r in read_predictions(tmp_path / "p.jsonl")] == [0, 1, 2]
+    assert not (tmp_path / "p.jsonl").exists()  # a failed run publishes nothing at the output path
+    assert [r["frame"] for r in read_predictions(tmp_path / "p.partial.jsonl")] == [0, 1, 2]
 
 
 def test_average_fps_of_a_source_ends_at_its_last_frame() -> None:

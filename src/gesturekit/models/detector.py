@@ -170,7 +170,7 @@ class DetectNetV2(nn.Module):
                 losses.update({k: weight * v for k, v in self.distillation_loss(levels, teacher_levels).items()})
             return losses
         boxes, scores = self.export_forward(images)
-        found = postprocess(boxes.float().cpu().numpy(), scores.float().cpu().numpy(), **self.postprocessing)
+        found = postprocess(boxes.detach().float().cpu().numpy(), scores.detach().float().cpu().numpy(), **self.postprocessing)
         return [{k: torch.from_numpy(v).to(images.device) for k, v in d.items()} for d in found]
 
     # ---------------------------------------------------------------- distillation
