@@ -98,6 +98,14 @@ def test_draw_hands_marks_boxes_and_leaves_input_alone() -> None:
     assert not drawn[50, 60].any()
 
 
+def test_draw_hands_clips_boxes_and_labels_at_the_frame_border() -> None:
+    image = np.zeros((40, 50, 3), np.uint8)
+    hand = HandPrediction(bbox=(-10.0, -10.0, 80.0, 90.0), score=0.5, gesture="fist", gesture_score=0.9, track_id=2)
+    drawn = draw_hands(image, [hand])
+    assert drawn[20, 0].any() and drawn[20, 49].any() and drawn[39, 25].any()  # left, right and bottom edges
+    assert not drawn[20, 25].any()  # the inside stays
+
+
 def test_video_sink_writes_a_playable_annotated_video(tmp_path: Path) -> None:
     path = tmp_path / "annotated.mp4"
     sink = VideoSink(path, fps=12)

@@ -7,6 +7,7 @@ File sinks (:class:`FileSink`) put their file in place only when the run complet
 
 from __future__ import annotations
 
+import functools
 import io
 import queue
 import threading
@@ -46,30 +47,63 @@ def output_path(path: Path, source_id: int, num_sources: int) -> Path:
 def draw_hands(image: np.ndarray, hands: Sequence[HandPrediction], fps: float | None = None) -> np.ndarray:
     """Draw boxes, ``#track gesture score`` labels and an FPS line on a copy of ``image``.
 
+    Boxes are drawn into the array itself and each label is rendered on a patch of its own size:
+    a round trip of the whole frame through a PIL image would cost more than the encoder.
+
     Args:
         image: ``[H, W, 3]`` uint8 RGB.
 
     Returns:
         ``[H, W, 3]`` uint8 RGB.
     """
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    size = max(10, min(canvas.size) // 24)
-    font = ImageFont.load_default(size=size)
+    canvas = image.copy()
+    size = max(10, min(canvas.shape[:2]) // 24)
+    font = _font(size)
     for hand in hands:
         color = PALETTE[(hand.track_id or 0) % len(PALETTE)]
-        draw.rectangle(hand.bbox, outline=color, width=max(1, size // 6))
+        _outline(canvas, hand.bbox, color, max(1, size // 6))
         parts = [f"#{hand.track_id}" if hand.track_id is not None else ""]
         parts.append(f"{hand.gesture} {hand.gesture_score:.2f}" if hand.gesture else f"hand {hand.score:.2f}")
-        text = " ".join(p for p in parts if p)
-        x, y = hand.bbox[0], max(0.0, hand.bbox[1] - size - 2)
-        draw.rectangle(draw.textbbox((x, y), text, font=font), fill=color)
-        draw.text((x, y), text, fill=(0, 0, 0), font=font)
+        _label(canvas, (hand.bbox[0], max(0.0, hand.bbox[1] - size - 2)), " ".join(p for p in parts if p),
+               font, background=color, ink=(0, 0, 0))
     if fps is not None:
-        text = f"{fps:.1f} FPS"
-        draw.rectangle(draw.textbbox((2, 2), text, font=font), fill=(0, 0, 0))
-        draw.text((2, 2), text, fill=(255, 255, 255), font=font)
-    return np.asarray(canvas)
+        _label(canvas, (2, 2), f"{fps:.1f} FPS", font, background=(0, 0, 0), ink=(255, 255, 255))
+    return canvas
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _outline(canvas: np.ndarray, bbox: Sequence[float], color: tuple[int, int, int], width: int) -> None:
+    """A rectangle's outline ``width`` pixels thick, inside the box's edges (as PIL draws it), clipped to the frame."""
+    height, frame_width = canvas.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in bbox)
+    x1, x2 = max(0, min(x1, x2)), min(frame_width - 1, max(x1, x2))
+    y1, y2 = max(0, min(y1, y2)), min(height - 1, max(y1, y2))
+    if x1 > x2 or y1 > y2:
+        return
+    canvas[y1:min(y1 + width, y2 + 1), x1:x2 + 1] = color
+    canvas[max(y2 - width + 1, y1):y2 + 1, x1:x2 + 1] = color
+    canvas[y1:y2 + 1, x1:min(x1 + width, x2 + 1)] = color
+    canvas[y1:y2 + 1, max(x2 - width + 1, x1):x2 + 1] = color
+
+
+def _label(canvas: np.ndarray, origin: tuple[float, float], text: str,
+           font: ImageFont.FreeTypeFont | ImageFont.ImageFont, background: tuple[int, int, int],
+           ink: tuple[int, int, int]) -> None:
+    """``text`` at ``origin`` on a filled box the size of its ink (PIL's ``textbbox``), clipped to the frame."""
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    patch = Image.new("RGB", (max(right, 1), max(bottom, 1)), background)
+    ImageDraw.Draw(patch).text((0, 0), text, fill=ink, font=font)
+    pixels = np.asarray(patch)[top:bottom, left:right]
+    x, y = int(origin[0]) + left, int(origin[1]) + top
+    height, width = canvas.shape[:2]
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + pixels.shape[1], width), min(y + pixels.shape[0], height)
+    if x0 < x1 and y0 < y1:
+        canvas[y0:y1, x0:x1] = pixels[y0 - y:y1 - y, x0 - x:x1 - x]
 
 
 class FileSink:
