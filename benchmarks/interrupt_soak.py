@@ -123,10 +123,11 @@ def interrupted_run(folder: Path, plan: str, delay_s: float, gap_s: float = 0.2,
         stream = container.streams.video[0]
         size = (stream.codec_context.width, stream.codec_context.height)
     outcome = check_outputs(folder, size)
+    crash = rc not in (0, 130, 143) or "Traceback" in text
     return {"plan": plan, "delay_s": round(delay_s, 3), "run_s": round(ended - first_line, 2),
             "signals_sent": sent, "rc": rc, "hang": hang,
-            "exit_s": round(exit_s, 3), "crash": rc not in (0, 130, 143) or "Traceback" in text,
-            **outcome, "stderr_tail": text[-300:] if (rc not in (0, 130, 143) or outcome["problems"]) else ""}
+            "exit_s": round(exit_s, 3), "crash": crash,
+            **outcome, "stderr_tail": text[-1500:] if (crash or outcome["problems"]) else ""}
 
 
 def main() -> None:
