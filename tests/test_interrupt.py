@@ -35,3 +35,21 @@ def test_an_existing_output_survives_a_run_that_fails(tmp_path: Path, data_root:
     assert "error: " in run["stderr_tail"] and "Traceback" not in run["stderr_tail"], run
     assert (tmp_path / "p.jsonl").read_text() == "old\n"
     assert not (tmp_path / "v.mp4").exists()
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_command_ended_exits_at_once_without_a_traceback(signame: str) -> None:
+    """What the CLI boundary leaves in place for the interpreter's shutdown: a late signal ends the process
+    with 128 + signal and prints nothing, even while a non-daemon thread is still being joined."""
+    import signal
+    import subprocess
+
+    script = ("import os, signal, threading, time, sys\n"
+              "from gesturekit.cli import main as cli\n"
+              "threading.Thread(target=time.sleep, args=(30,)).start()  # joined at shutdown\n"
+              "cli._exit_at_once_on_signals()\n"
+              f"os.kill(os.getpid(), signal.{signame})\n"
+              "time.sleep(30)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 128 + getattr(signal, signame)
+    assert "Traceback" not in proc.stderr

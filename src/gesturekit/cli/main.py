@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -73,6 +75,23 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _exit_at_once_on_signals() -> None:
+    """From here on a SIGINT or SIGTERM ends the process at once: the command has closed its outputs,
+    and a signal landing in the interpreter's shutdown (joining threads, atexit) would otherwise print
+    a traceback."""
+    def leave(signum: int, _frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, leave)
+
+
 def main() -> None:
     """Entry point and error boundary: no traceback reaches the user.
 
@@ -84,7 +103,7 @@ def main() -> None:
         app()
     except GesturekitError as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:  # a signal after the run closed its outputs: nothing is lost, say so and exit as Ctrl-C does
+    except KeyboardInterrupt:  # a signal after the run closed its outputs: nothing is lost; exit as Ctrl-C does
         typer.secho("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the boundary: anything else is a bug to report
@@ -95,6 +114,8 @@ def main() -> None:
         except OSError as save_error:
             saved = f"traceback not saved: {save_error}"
         _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} ({saved})", 1)
+    finally:
+        _exit_at_once_on_signals()
 
 
 if __name__ == "__main__":
