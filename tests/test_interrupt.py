@@ -45,9 +45,9 @@ def test_a_signal_after_the_command_ended_exits_at_once_without_a_traceback(sign
     import subprocess
 
     script = ("import os, signal, threading, time, sys\n"
-              "from gesturekit.cli import main as cli\n"
+              "from gesturekit.cli.signals import exit_at_once_on_signals\n"
               "threading.Thread(target=time.sleep, args=(30,)).start()  # joined at shutdown\n"
-              "cli._exit_at_once_on_signals()\n"
+              "exit_at_once_on_signals()\n"
               f"os.kill(os.getpid(), signal.{signame})\n"
               "time.sleep(30)\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

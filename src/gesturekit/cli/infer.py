@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gesturekit.cli.signals import exit_at_once_on_signals
 from gesturekit.config.app import load_app_config
 from gesturekit.pipeline.app import Interrupted, SourceReport, open_sources
 from gesturekit.pipeline.outputs import check_outputs, input_paths, planned_outputs
@@ -180,6 +181,7 @@ def infer(
         for source in opened:
             source.close()
         raise
+    exit_at_once_on_signals()  # what the app restores when it returns: no window for a late Ctrl-C
     try:
         reports = recognizer.run(opened, emit=echo)
     except Interrupted as stop:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import NoReturn
 
 import typer
 
+from gesturekit.cli.signals import exit_at_once_on_signals
 from gesturekit.errors import GesturekitError
 
 app = typer.Typer(
@@ -75,23 +74,6 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _exit_at_once_on_signals() -> None:
-    """From here on a SIGINT or SIGTERM ends the process at once: the command has closed its outputs,
-    and a signal landing in the interpreter's shutdown (joining threads, atexit) would otherwise print
-    a traceback."""
-    def leave(signum: int, _frame: object) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(128 + signum)
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, leave)
-
-
 def main() -> None:
     """Entry point and error boundary: no traceback reaches the user.
 
@@ -115,7 +97,7 @@ def main() -> None:
             saved = f"traceback not saved: {save_error}"
         _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} ({saved})", 1)
     finally:
-        _exit_at_once_on_signals()
+        exit_at_once_on_signals()
 
 
 if __name__ == "__main__":
