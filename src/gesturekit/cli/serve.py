@@ -11,6 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from gesturekit.cli.infer import DeviceChoice
+
 
 class Accelerator(str, Enum):
     tensorrt = "tensorrt"
@@ -24,11 +26,6 @@ class TrtPrecision(str, Enum):
 class IoNames(str, Enum):
     gesturekit = "gesturekit"
     gesturenet = "gesturenet"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 DetectorOpt = Annotated[Optional[str], typer.Option(
@@ -132,7 +129,7 @@ def serve(
     refine_boxes: Annotated[Optional[str], typer.Option(
         help="Boxes the verifier's box head moves, as in infer: doubtful, small, all or none. (default: doubtful)",
         show_default=False)] = None,
-    device: Annotated[Device, typer.Option(help="ONNX Runtime device of every model.")] = Device.cpu,
+    device: Annotated[DeviceChoice, typer.Option(help="ONNX Runtime device of every model.")] = DeviceChoice.cpu,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 listens on every interface.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(min=1, max=65535, help="Triton HTTP/REST (KServe v2) port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(min=1, max=65535, help="Triton gRPC (KServe v2) port.")] = 8001,

@@ -7,6 +7,7 @@ File sinks (:class:`FileSink`) put their file in place only when the run complet
 
 from __future__ import annotations
 
+import abc
 import functools
 import io
 import queue
@@ -106,18 +107,18 @@ def _label(canvas: np.ndarray, origin: tuple[float, float], text: str,
         canvas[y0:y1, x0:x1] = pixels[y0 - y:y1 - y, x0 - x:x1 - x]
 
 
-class FileSink:
+class FileSink(abc.ABC):
     """A sink that builds a file over the run (:class:`StagedFile`): what :meth:`close` does with it
     depends on how the run ended, and it says so in one line (``None`` when the file is in place)."""
 
     path: Path
 
-    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def write(self, frame: Frame, hands: Sequence[HandPrediction], fps: float | None) -> None: ...
 
+    @abc.abstractmethod
     def close(self, complete: bool = True) -> str | None:
         """Finish the file: at ``path`` when ``complete``, else beside it as a partial file."""
-        raise NotImplementedError
 
     def _outcome(self, where: Path | None) -> str | None:
         if where is None:
