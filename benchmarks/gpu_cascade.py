@@ -260,8 +260,8 @@ def detector_vs_peak(cascade: GpuCascade, frames: list[np.ndarray], size: int) -
     device = cascade.device
     height, width = frames[0].shape[:2]
     padded_h, padded_w = letterbox_geometry(height, width, cascade.detector.input_size, PAD_STRIDE, square=False)[2:4]
-    model = cascade.detector.net.model
-    one = torch.zeros(1, 3, padded_h, padded_w, device=device, dtype=cascade.detector.net.dtype)
+    model = cascade.detector.forward.model
+    one = torch.zeros(1, 3, padded_h, padded_w, device=device, dtype=cascade.detector.forward.dtype)
     traffic = [0]
 
     def count(module: torch.nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
@@ -280,7 +280,7 @@ def detector_vs_peak(cascade: GpuCascade, frames: list[np.ndarray], size: int) -
         ms = timed(lambda: cascade.detector.net(canvas), device)
     fps = size / ms * 1000
     flop = flops.get_total_flops()
-    return {"input": [padded_h, padded_w], "batch": size, "precision": str(cascade.detector.net.dtype),
+    return {"input": [padded_h, padded_w], "batch": size, "precision": str(cascade.detector.forward.dtype),
             "gflop_per_frame": round(flop / 1e9, 3), "frames_fps": round(fps, 1),
             "achieved_tflops": round(flop * fps / 1e12, 2),
             "layer_io_mb_per_frame": round(traffic[0] / 1e6, 2), "weights_mb": round(weights / 1e6, 2),

@@ -10,16 +10,18 @@ tensor operations, and only the final hands come back to the host. The models re
 batch size, rounded up to a power of two. ``device="cpu"`` runs the same code, which is how the tests
 check it against the CPU path.
 
-Frames and crops are resized as torch's antialiased uint8 resize does (two passes, each rounded to 8
-bits), so that the models see the CPU path's pixels: the verifier's box head and the thresholds are
-sensitive to a level's difference. Crops are cut from the frames on the device and resized by products
-with the filter's matrices (``resize_crops``).
+Frames and crops are resized bit for bit as the CPU path resizes them (torchvision's antialiased uint8
+resize, ``runtime.preprocess``): its fixed-point filters as matrices, applied by products whose float sums
+are exact, each pass rounded to 8 bits. The models then see the CPU path's pixels, to which the verifier's
+box head, the thresholds and a classifier's near-ties are sensitive. Crops are cut from the frames on the
+device, one window per crop, and resized the same way (``resize_crops``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,15 @@ from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.pipeline.cascade import crop_convention
 from gesturekit.pipeline.predictions import HandPrediction
 from gesturekit.runtime.loading import resolve_model_file
-from gesturekit.runtime.torch_backend import padded_batch_size
+from gesturekit.runtime.torch_backend import GraphedForward
 
 CROP_CHUNK = 64
 """Crops resized at once (each takes a copy of its frame)."""
 MAX_BATCH = 256
 """Largest batch one model call (and one CUDA graph) takes; larger batches run in chunks."""
+MAX_WEIGHT_BITS = 22
+INT16_LIMIT = 1 << 15
+"""The fixed-point weights' largest scale and the bound they stay under (torchvision's uint8 resize)."""
 HAND = "hand"
 """The verifier class whose probability rescores a candidate (as ``runtime.verifier``)."""
 
@@ -57,67 +62,10 @@ def _normaliser(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass(frozen=True)
-class _Graph:
-    graph: torch.cuda.CUDAGraph
-    inputs: torch.Tensor
-    outputs: tuple[torch.Tensor, ...]
-
-
-class GraphedModel:
-    """A model's ``export_forward`` on device tensors, replaying a CUDA graph captured per batch size.
-
-    Args:
-        model: a gesturekit model; moved to ``device`` in ``dtype`` (channels-last on CUDA).
-        cuda_graphs: replay graphs (CUDA only); batches are padded to a power of two.
-    """
-
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, cuda_graphs: bool) -> None:
-        self.device, self.dtype = device, dtype
-        self.cuda_graphs = cuda_graphs and device.type == "cuda"
-        layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        self.model = model.eval().to(device, dtype, memory_format=layout)
-        self._graphs: dict[tuple[int, ...], _Graph] = {}
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Args: images float [B,3,H,W] normalised, on the device. Returns float32 outputs in ONNX order."""
-        parts = [self._run(chunk) for chunk in images.split(MAX_BATCH)]
-        return parts[0] if len(parts) == 1 else tuple(torch.cat(p) for p in zip(*parts))
-
-    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model.export_forward(images)
-        return (out,) if isinstance(out, torch.Tensor) else tuple(out)
-
-    def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        size = len(images)
-        if not self.cuda_graphs:
-            return tuple(o.float() for o in self._forward(images.to(self.dtype)))
-        shape = (padded_batch_size(size), *images.shape[1:])
-        graph = self._graphs.get(shape) or self._capture(shape)
-        graph.inputs[:size].copy_(images)
-        graph.graph.replay()
-        return tuple(o[:size].to(torch.float32, copy=True) for o in graph.outputs)
-
-    def _capture(self, shape: tuple[int, ...]) -> _Graph:
-        """Warm up on a side stream (cuDNN plans, allocations), then capture one call."""
-        inputs = torch.zeros(shape, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                self._forward(inputs)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            outputs = self._forward(inputs)
-        self._graphs[shape] = captured = _Graph(graph, inputs, outputs)
-        return captured
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     """A model on the device and its checked metadata."""
 
-    net: GraphedModel
+    forward: GraphedForward
     metadata: dict[str, Any]
 
     @property
@@ -127,6 +75,11 @@ class LoadedModel:
     @property
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
+
+    def net(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Float32 outputs of normalised images [B,3,H,W] on the device, ``MAX_BATCH`` at a time."""
+        parts = [self.forward(chunk) for chunk in images.split(MAX_BATCH)]
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(p) for p in zip(*parts))
 
 
 def load_model(name_or_path: str | Path, task: str, device: torch.device, half: bool, cuda_graphs: bool) -> LoadedModel:
@@ -139,7 +92,7 @@ def load_model(name_or_path: str | Path, task: str, device: torch.device, half: 
     model = load_model_from_checkpoint(path)
     metadata = check_metadata(getattr(model, "metadata", None), str(path), task)
     dtype = torch.float16 if half else torch.float32
-    return LoadedModel(GraphedModel(model, device, dtype, cuda_graphs), metadata)
+    return LoadedModel(GraphedForward(model, device, dtype, cuda_graphs), metadata)
 
 
 def crop_regions(boxes: torch.Tensor, frame_hw: tuple[int, int], crop: CropConvention) -> torch.Tensor:
@@ -161,31 +114,83 @@ def crop_regions(boxes: torch.Tensor, frame_hw: tuple[int, int], crop: CropConve
     return torch.stack([x1, y1, x2, y2], 1)
 
 
-def resample_weights(starts: torch.Tensor, ends: torch.Tensor, length: int, size: int) -> torch.Tensor:
-    """[K, size, length] rows of the antialiased bilinear filter (torch's and PIL's ``resize``) that takes
-    pixels ``starts[k]:ends[k]`` of a line of ``length`` to ``size`` pixels, zero outside them."""
-    starts, ends = starts.double()[:, None, None], ends.double()[:, None, None]
-    step = (ends - starts) / size
-    support = step.clamp(min=1.0)
-    centre = starts + (torch.arange(size, device=starts.device, dtype=torch.float64)[None, :, None] + 0.5) * step
-    pixel = torch.arange(length, device=starts.device, dtype=torch.float64)[None, None, :]
-    weights = (1 - ((pixel + 0.5 - centre) / support).abs()).clamp(min=0) * ((pixel >= starts) & (pixel < ends))
-    return weights / weights.sum(-1, keepdim=True)
+def resize_filters(starts: torch.Tensor, ends: torch.Tensor, length: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per line k, the fixed-point filter of torchvision's antialiased uint8 resize taking pixels
+    ``starts[k]:ends[k]`` of a line of ``length`` to ``size`` pixels, as a matrix, and its bits.
+
+    The integer weights are those of ``runtime.preprocess`` (the triangle filter widened by the scale
+    when shrinking, normalised with a sum taken tap by tap as torchvision's kernel does, scaled by the
+    largest power of two that keeps them in int16), so the device resizes bit for bit as the CPU path.
+
+    Returns:
+        float64 [K, size, length] integer weights (zero outside each line's pixels) and int64 bits [K].
+    """
+    device, f64 = starts.device, torch.float64
+    first_pixel, count_in = starts.long(), (ends - starts).long()
+    in_size = count_in.double()[:, None]
+    scale = in_size / size
+    support = torch.where(scale >= 1.0, scale, 1.0)
+    inv_scale = torch.where(scale >= 1.0, 1.0 / scale, 1.0)
+    centers = scale * (torch.arange(size, device=device, dtype=f64) + 0.5)
+    first = (centers - support + 0.5).long().clamp(min=0)  # C's (int) truncates toward zero
+    taps_of = torch.minimum((centers + support + 0.5).long(), count_in[:, None]) - first
+    taps = torch.arange(int(taps_of.max()), device=device)
+    weights = (1.0 - ((taps + first[..., None] - centers[..., None] + 0.5) * inv_scale[..., None]).abs()).clamp(min=0.0)
+    weights = weights * (taps < taps_of[..., None])
+    total = torch.zeros_like(weights[..., 0])
+    for tap in range(len(taps)):  # in torchvision's order: the rounding of the sum decides the integer weights
+        total += weights[..., tap]
+    weights = torch.where(total[..., None] != 0, weights / total[..., None], weights)
+    largest = weights.flatten(1).amax(1)
+    bits = torch.zeros_like(count_in)
+    for step in range(MAX_WEIGHT_BITS):  # the largest power of two keeping every weight in int16
+        bits += (bits == step) & ((0.5 + largest * 2.0 ** (step + 1)).long() < INT16_LIMIT)
+    fixed = (0.5 + weights * torch.pow(2.0, bits.double())[:, None, None]).long().double()
+    index = first_pixel[:, None, None] + torch.minimum(first[..., None] + taps, count_in[:, None, None] - 1)
+    matrix = torch.zeros((len(starts), size, length), device=device, dtype=f64)
+    return matrix.scatter_add_(2, index, fixed), bits
+
+
+def exact_dtype(bits: torch.Tensor) -> torch.dtype:
+    """The dtype whose matrix products give the fixed-point sums exactly: float32 while a sum (255 times
+    the weights' total, about ``2**bits``) stays under 2**24 and float32 products are not TF32, else float64."""
+    return torch.float32 if int(bits.max()) <= 16 and torch.get_float32_matmul_precision() == "highest" \
+        else torch.float64
+
+
+def fixed_point(sums: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Fixed-point sums [K, ...] -> 8-bit values: ``(sum + 2**(bits-1)) >> bits``, clamped to 0-255."""
+    unit = torch.pow(2.0, bits.to(sums.dtype)).view(-1, *[1] * (sums.dim() - 1))
+    return torch.floor((sums + unit / 2) / unit).clamp_(0, 255)
 
 
 def resize_frames(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Float 0-255 images [B,3,H,W] resized as torch's uint8 antialiased resize does: the horizontal pass,
-    rounded to 8 bits, then the vertical one (the same values on nearly every pixel, the rest one level off)."""
-    across = F.interpolate(images, (images.shape[-2], width), mode="bilinear", antialias=True, align_corners=False)
-    down = F.interpolate(across.round_().clamp_(0, 255), (height, width), mode="bilinear", antialias=True,
-                         align_corners=False)
-    return down.round_().clamp_(0, 255)
+    """Float 0-255 images [B,3,H,W] -> [B,3,height,width]: torchvision's uint8 antialiased resize bit for bit
+    (``runtime.preprocess.resize``): the horizontal pass, rounded to 8 bits, then the vertical one."""
+    in_h, in_w = images.shape[-2:]
+    if width != in_w:
+        cols, bits = _line_filter(in_w, width, images.device)
+        dtype = exact_dtype(bits)
+        images = fixed_point(images.to(dtype) @ cols.T.to(dtype), bits).to(images.dtype)
+    if height != in_h:
+        rows, bits = _line_filter(in_h, height, images.device)
+        dtype = exact_dtype(bits)
+        images = fixed_point(rows.to(dtype) @ images.to(dtype), bits).to(images.dtype)
+    return images
+
+
+@lru_cache(maxsize=32)
+def _line_filter(length: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``resize_filters`` of a whole line, kept per geometry: a stream's frames share one."""
+    starts = torch.zeros(1, device=device, dtype=torch.long)
+    matrix, bits = resize_filters(starts, starts + length, length, size)
+    return matrix[0], bits
 
 
 def resize_crops(images: torch.Tensor, frame: torch.Tensor, regions: torch.Tensor, size: int) -> torch.Tensor:
-    """The crops ``images[frame[k], :, y1:y2, x1:x2]`` resized to ``size x size`` as ``resize_frames`` would
-    resize each crop alone: one window as large as the largest crop is gathered per crop, and each pass is a
-    product with ``resample_weights``' matrices, zero outside the crop.
+    """The crops ``images[frame[k], :, y1:y2, x1:x2]`` resized to ``size x size`` as ``resize_frames`` resizes
+    each crop alone: one window as large as the largest crop is gathered per crop, and each pass is a
+    product with ``resize_filters``' matrices, zero outside the crop.
 
     Args:
         images: float [B,3,H,W] 0-255; frame: [K] indices into it; regions: [K,4] integer ``x1, y1, x2, y2``.
@@ -198,10 +203,12 @@ def resize_crops(images: torch.Tensor, frame: torch.Tensor, regions: torch.Tenso
     ys = top[:, None] + torch.arange(window_h, device=images.device)
     xs = left[:, None] + torch.arange(window_w, device=images.device)
     windows = images.permute(0, 2, 3, 1)[frame[:, None, None], ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
-    rows = resample_weights(regions[:, 1] - top, regions[:, 3] - top, window_h, size).to(images.dtype)
-    cols = resample_weights(regions[:, 0] - left, regions[:, 2] - left, window_w, size).to(images.dtype)
-    across = (windows @ cols[:, None].transpose(-1, -2)).round_().clamp_(0, 255)
-    return (rows[:, None] @ across).round_().clamp_(0, 255)
+    rows, row_bits = resize_filters(regions[:, 1] - top, regions[:, 3] - top, window_h, size)
+    cols, col_bits = resize_filters(regions[:, 0] - left, regions[:, 2] - left, window_w, size)
+    dtype = exact_dtype(col_bits)
+    across = fixed_point(windows.to(dtype) @ cols[:, None].transpose(-1, -2).to(dtype), col_bits)
+    dtype = exact_dtype(row_bits)
+    return fixed_point(rows[:, None].to(dtype) @ across.to(dtype), row_bits).to(images.dtype)
 
 
 def rank_in_group(groups: torch.Tensor, num_groups: int) -> torch.Tensor:

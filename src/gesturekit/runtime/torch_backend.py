@@ -13,9 +13,9 @@ from gesturekit.errors import GesturekitError
 from gesturekit.models.metadata import check_metadata
 
 MAX_CUDA_GRAPHS = 32
-"""Graphs a backend keeps; inputs of further shapes (a folder of images of many sizes) run eagerly."""
+"""Graphs a model keeps; inputs of further shapes (a folder of images of many sizes) run eagerly."""
 _CUDA_LOCK = threading.Lock()
-"""Serialises the CUDA graph work of every backend: a capture must not see other threads' launches."""
+"""Serialises the CUDA graph work of every model: a capture must not see other threads' launches."""
 
 
 def padded_batch_size(size: int) -> int:
@@ -30,53 +30,38 @@ class _CapturedGraph:
     outputs: tuple[torch.Tensor, ...]
 
 
-class TorchBackend:
-    """Runs ``model.export_forward`` under ``torch.inference_mode``.
+class GraphedForward:
+    """A model's ``export_forward`` on tensors already on its device, in its dtype.
+
+    On CUDA a small model's eager call is bound by kernel launches, which a replayed graph does without:
+    with ``cuda_graphs``, one graph is captured per input shape (the batch padded to a power of two, at most
+    ``MAX_CUDA_GRAPHS`` shapes; further shapes run eagerly). Weights are channels-last on CUDA, the layout
+    cuDNN's FP16 convolutions run fastest in.
 
     Args:
-        model: a gesturekit model with ``metadata``.
-        device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
-        half: FP16 weights and inputs (CUDA only); outputs are still float32.
-        cuda_graphs: replay a CUDA graph captured per input shape (batches padded to a power of
-            two, at most ``MAX_CUDA_GRAPHS`` shapes) instead of launching the model's kernels one by
-            one; ``None``: on CUDA. A small model's eager call is bound by kernel launches, which a
-            replayed graph does without.
+        model: a gesturekit model; moved to ``device`` in ``dtype``.
+        cuda_graphs: replay graphs (CUDA only).
     """
 
-    def __init__(self, model: nn.Module, device: str = "cpu", half: bool = False,
-                 cuda_graphs: bool | None = None) -> None:
-        self.metadata = check_metadata(getattr(model, "metadata", None), "model")
-        self.device = torch.device(device)
-        if half and self.device.type != "cuda":
-            raise GesturekitError(f"half precision needs a CUDA device (got {device!r})")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise GesturekitError(f"device {device!r}: CUDA is not available")
-        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
-        if self.cuda_graphs and self.device.type != "cuda":
-            raise GesturekitError(f"CUDA graphs need a CUDA device (got {device!r})")
-        self.dtype = torch.float16 if half else torch.float32
-        self.model = model.eval().to(self.device, self.dtype)
+    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, cuda_graphs: bool) -> None:
+        self.device, self.dtype = device, dtype
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
+        layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        self.model = model.eval().to(device, dtype, memory_format=layout)
         self._graphs: dict[tuple[int, ...], _CapturedGraph] = {}
 
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Args: batch float32 [B,3,H,W]. Returns float32 outputs in ONNX order."""
-        images = torch.from_numpy(np.ascontiguousarray(batch))
-        if self.cuda_graphs:
-            shape = (padded_batch_size(len(images)), *images.shape[1:])
-            if shape in self._graphs or len(self._graphs) < MAX_CUDA_GRAPHS:
-                return self._replay(images, shape)
-        with torch.inference_mode():
-            out = self._forward(images.to(self.device, self.dtype))
-        return [o.float().cpu().numpy() for o in out]
-
-    def _replay(self, images: torch.Tensor, shape: tuple[int, ...]) -> list[np.ndarray]:
-        """``images`` through the graph captured for ``shape`` (captured first if need be)."""
-        size = len(images)
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Args: images [B,3,H,W] on the device. Returns the outputs in ONNX order, float32, the caller's own."""
+        images = images.to(self.dtype)
+        shape = (padded_batch_size(len(images)), *images.shape[1:])
+        if not self.cuda_graphs or (shape not in self._graphs and len(self._graphs) >= MAX_CUDA_GRAPHS):
+            with torch.inference_mode():
+                return tuple(o.float() for o in self._forward(images))
         with _CUDA_LOCK:
             captured = self._graphs.get(shape) or self._capture(shape)
-            captured.inputs[:size].copy_(images)
+            captured.inputs[:len(images)].copy_(images)
             captured.graph.replay()
-            return [o[:size].float().cpu().numpy() for o in captured.outputs]
+            return tuple(o[:len(images)].to(torch.float32, copy=True) for o in captured.outputs)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model.export_forward(images)
@@ -84,7 +69,7 @@ class TorchBackend:
 
     def _capture(self, shape: tuple[int, ...]) -> _CapturedGraph:
         """Warm the model up on a side stream (cuDNN plans, allocations), then capture one call."""
-        inputs = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        inputs = torch.zeros(shape, device=self.device, dtype=self.dtype).contiguous(memory_format=torch.channels_last)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.inference_mode(), torch.cuda.stream(stream):
@@ -96,3 +81,37 @@ class TorchBackend:
             outputs = self._forward(inputs)
         self._graphs[shape] = captured = _CapturedGraph(graph, inputs, outputs)
         return captured
+
+
+class TorchBackend:
+    """Runs ``model.export_forward`` on numpy batches (``GraphedForward`` on the device).
+
+    Args:
+        model: a gesturekit model with ``metadata``.
+        device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+        half: FP16 weights and inputs (CUDA only); outputs are still float32.
+        cuda_graphs: replay a CUDA graph per input shape (``GraphedForward``); ``None``: on CUDA.
+    """
+
+    def __init__(self, model: nn.Module, device: str = "cpu", half: bool = False,
+                 cuda_graphs: bool | None = None) -> None:
+        self.metadata = check_metadata(getattr(model, "metadata", None), "model")
+        self.device = torch.device(device)
+        if half and self.device.type != "cuda":
+            raise GesturekitError(f"half precision needs a CUDA device (got {device!r})")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise GesturekitError(f"device {device!r}: CUDA is not available")
+        if cuda_graphs and self.device.type != "cuda":
+            raise GesturekitError(f"CUDA graphs need a CUDA device (got {device!r})")
+        dtype = torch.float16 if half else torch.float32
+        self.forward = GraphedForward(model, self.device, dtype, self.device.type == "cuda" if cuda_graphs is None
+                                      else cuda_graphs)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.forward.model
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Args: batch float32 [B,3,H,W]. Returns float32 outputs in ONNX order."""
+        images = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        return [o.cpu().numpy() for o in self.forward(images)]
