@@ -196,7 +196,7 @@ class Gesturekit:
         opened = open_sources(config)
         log: dict[str, Any] = {}
         with timed_section(log):
-            reports = run_app(config, self.detector, self.classifier, sources=opened, emit=lambda line: None)
+            reports = run_app(config, self.cascade(), sources=opened, emit=lambda line: None)
         frames = sum(r.frames for r in reports)
         return {"frames": frames, "fps": frames / log["wall_s"], **log,
                 "cpu_ms_per_frame": round(log["own_cpu_s"] / frames * 1000, 2),

@@ -228,16 +228,16 @@ def stages(cascade: GpuCascade, frames: list[np.ndarray], size: int) -> dict[str
                                                              square=False)
     canvas = torch.zeros(size, 3, padded_h, padded_w, device=device)
     with torch.inference_mode():
-        hands = cascade.detect(images)
-        verified = cascade.verify(images, _fresh(hands)) if cascade.verifier else hands
+        hands = cascade.detect_hands(images)
+        verified = cascade.verify_hands(images, _fresh(hands)) if cascade.verifier else hands
         ms = {
             "upload": timed(lambda: cascade.upload(batch), device),
             "to_float": timed(lambda: gpu.permute(0, 3, 1, 2).float(), device),
             "resize_normalise": timed(lambda: resize_frames(images, new_h, new_w) * cascade.scale - cascade.offset,
                                       device),
             "detector_model": timed(lambda: cascade.detector.net(canvas), device),
-            "detect_total": timed(lambda: cascade.detect(images), device),
-            "verifier_total": timed(lambda: cascade.verify(images, _fresh(hands)), device)
+            "detect_total": timed(lambda: cascade.detect_hands(images), device),
+            "verifier_total": timed(lambda: cascade.verify_hands(images, _fresh(hands)), device)
             if cascade.verifier else 0.0,
             "cascade_on_device": timed(lambda: cascade.hands_table(gpu), device),
             "run_with_results_back": timed(lambda: cascade.run(gpu), device),

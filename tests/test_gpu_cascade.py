@@ -83,3 +83,17 @@ def test_same_hands_as_the_cpu_path(frames: list[np.ndarray]) -> None:
     assert all(iou >= 0.9 for _, _, iou in pairs)
     assert all(x.gesture == y.gesture for x, y, _ in pairs)  # the same pixels: near-ties fall the same way
     assert max(abs(x.score - y.score) for x, y, _ in pairs) < 1e-4
+
+
+def test_the_app_runs_the_batched_cascade_and_tracks_as_on_the_cpu_path() -> None:
+    from gesturekit.pipeline.recognizer import GestureRecognizer
+
+    batched, plain = GestureRecognizer(backend="torch", primary__batched=True), GestureRecognizer(backend="torch")
+    assert isinstance(batched.cascade, GpuCascade) and not isinstance(plain.cascade, GpuCascade)
+    with resources.as_file(resources.files("gesturekit.samples") / "asl_hand.25fps.mp4") as path:
+        got = [r.hands for r in batched.stream(path, max_frames=30)]
+        expected = [r.hands for r in plain.stream(path, max_frames=30)]
+    assert len(got) == len(expected) == 30 and sum(map(len, expected)) >= 25
+    for a, b in zip(expected, got):
+        assert [(h.gesture, h.track_id) for h in a] == [(h.gesture, h.track_id) for h in b]
+        assert all(np.allclose(x.bbox, y.bbox, atol=0.01) and abs(x.score - y.score) < 1e-4 for x, y in zip(a, b))

@@ -12,7 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gesturekit.cli.infer import infer
+from gesturekit.config.app import AppConfig
 from gesturekit.errors import GesturekitError
+from gesturekit.pipeline.app import build_cascade
+from gesturekit.pipeline.cascade import Cascade
+from gesturekit.pipeline.gpu_cascade import GpuCascade
 from gesturekit.pipeline.predictions import read_predictions
 from gesturekit.runtime import loading
 from test_pipeline_fakes import BrightnessClassifier, SquareDetector, write_video
@@ -31,8 +35,13 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> tuple[typer.Typer, list[dict[str, An
         calls.append({"classifier": name, **kwargs})
         return BrightnessClassifier()
 
+    def batched_cascade(config: AppConfig, device: str) -> Cascade:
+        calls.append({"batched": device, "half": config.primary.half})
+        return build_cascade(config, SquareDetector(), BrightnessClassifier())
+
     monkeypatch.setattr(loading, "load_detector", load_detector)
     monkeypatch.setattr(loading, "load_classifier", load_classifier)
+    monkeypatch.setattr(GpuCascade, "from_config", batched_cascade)
     app = typer.Typer()
     app.command("infer")(infer)
     app.command("noop")(lambda: None)  # keep ``infer`` a sub-command, as in the real CLI
@@ -102,7 +111,7 @@ def test_onnxruntime_detector_calls_are_single_threaded_when_several_run_at_once
     assert calls[0]["threads"] == threads  # default 2 workers: 1 thread each; 1 worker: ONNX Runtime's default
 
 
-@pytest.mark.parametrize("flags", [["--backend", "torch"], ["--device", "cuda"]])
+@pytest.mark.parametrize("flags", [["--backend", "torch"], ["--device", "cuda", "--backend", "onnxruntime"]])
 def test_infer_off_the_cpu_runtime_defaults_to_the_fp32_models(tmp_path: Path, cli: tuple, flags: list[str]) -> None:
     app, calls = cli
     video = write_video(tmp_path / "clip.mp4", 3, 64, 48, fps=10)
@@ -113,15 +122,17 @@ def test_infer_off_the_cpu_runtime_defaults_to_the_fp32_models(tmp_path: Path, c
 
 
 @pytest.mark.parametrize(("flags", "half"), [
-    (["--backend", "torch", "--device", "cuda"], True),
+    (["--device", "cuda"], True),
     (["--backend", "torch", "--device", "cuda", "--precision", "fp32"], False),
 ])
-def test_infer_precision_reaches_every_model(tmp_path: Path, cli: tuple, flags: list[str], half: bool) -> None:
+def test_infer_on_cuda_runs_the_batched_cascade_in_the_precision_asked(tmp_path: Path, cli: tuple, flags: list[str],
+                                                                        half: bool) -> None:
     app, calls = cli
     video = write_video(tmp_path / "clip.mp4", 3, 64, 48, fps=10)
     result = CliRunner().invoke(app, ["infer", str(video), *flags, "--quiet", "--out-json", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 0, result.output
-    assert [c["half"] for c in calls] == [half, half]  # the detector (and its verifier) and the classifier
+    assert calls == [{"batched": "cuda", "half": half}]
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3
 
 
 def test_infer_missing_source_fails_before_loading_models(tmp_path: Path, cli: tuple) -> None:

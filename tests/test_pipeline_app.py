@@ -16,7 +16,7 @@ from PIL import Image
 
 from gesturekit.config.app import AppConfig
 from gesturekit.errors import GesturekitError
-from gesturekit.pipeline.app import CascadeApp, Interrupted, run_app
+from gesturekit.pipeline.app import CascadeApp, Interrupted, SourceReport, build_cascade, run_app
 from gesturekit.pipeline.cascade import Cascade
 from gesturekit.pipeline.predictions import read_predictions
 from gesturekit.pipeline.sinks import JsonSink, VideoSink
@@ -37,11 +37,16 @@ def config(sources: list[Path | str], out: Path, **sections: dict) -> AppConfig:
     return AppConfig.model_validate(data)
 
 
+def run(cfg: AppConfig, detector: object, classifier: object) -> list[SourceReport]:
+    """``run_app`` with the cascade the config builds around the fakes."""
+    return run_app(cfg, build_cascade(cfg, detector, classifier))  # type: ignore[arg-type]
+
+
 def test_sources_of_different_lengths_batch_together_and_match_single_runs(tmp_path: Path) -> None:
     short = write_video(tmp_path / "short.mp4", 12, 64, 48)
     long = write_video(tmp_path / "long.mp4", 20, 96, 64)
     detector = SquareDetector()
-    reports = run_app(config([short, long], tmp_path / "multi.jsonl"), detector, BrightnessClassifier())
+    reports = run(config([short, long], tmp_path / "multi.jsonl"), detector, BrightnessClassifier())
     assert detector.batch_sizes == [2] * 12 + [1] * 8  # the short source leaves the batch
     assert [(r.frames, r.corrupt, r.error) for r in reports] == [(12, 0, None), (20, 0, None)]
 
@@ -49,7 +54,7 @@ def test_sources_of_different_lengths_batch_together_and_match_single_runs(tmp_p
         multi = read_predictions(tmp_path / f"multi.{i}.jsonl")
         assert [r["frame"] for r in multi] == list(range(n))
         assert {r["source"] for r in multi} == {str(video)}
-        run_app(config([video], tmp_path / f"single{i}.jsonl"), SquareDetector(), BrightnessClassifier())
+        run(config([video], tmp_path / f"single{i}.jsonl"), SquareDetector(), BrightnessClassifier())
         assert multi == read_predictions(tmp_path / f"single{i}.jsonl")
         assert all(len(r["detections"]) == 1 for r in multi)
         assert {r["detections"][0]["track_id"] for r in multi} == {0}  # one hand, one track
@@ -58,7 +63,7 @@ def test_sources_of_different_lengths_batch_together_and_match_single_runs(tmp_p
 def test_corrupt_frames_are_skipped_counted_and_do_not_stop_others(tmp_path: Path) -> None:
     bad = corrupt_middle(write_video(tmp_path / "a.mp4", 20), tmp_path / "bad.mp4")
     good = write_video(tmp_path / "good.mp4", 15)
-    reports = run_app(config([bad, good], tmp_path / "p.jsonl"), SquareDetector(), None)
+    reports = run(config([bad, good], tmp_path / "p.jsonl"), SquareDetector(), None)
     assert reports[0].corrupt >= 1 and 0 < reports[0].frames < 20
     assert reports[1].frames == 15 and reports[1].corrupt == 0
     assert len(read_predictions(tmp_path / "p.0.jsonl")) == reports[0].frames
@@ -68,7 +73,7 @@ def test_corrupt_frames_are_skipped_counted_and_do_not_stop_others(tmp_path: Pat
 def test_missing_source_fails_before_anything_is_written(tmp_path: Path) -> None:
     good = write_video(tmp_path / "good.mp4", 5)
     with pytest.raises(GesturekitError) as err:
-        run_app(config([good, tmp_path / "nope.mp4"], tmp_path / "p.jsonl"), SquareDetector(), None)
+        run(config([good, tmp_path / "nope.mp4"], tmp_path / "p.jsonl"), SquareDetector(), None)
     assert str(err.value) == f"{tmp_path / 'nope.mp4'}: no such file or folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.mp4"]
 
@@ -79,7 +84,7 @@ def test_image_folder_lines_are_untracked(tmp_path: Path) -> None:
         img = np.zeros((40, 50, 3), np.uint8)
         img[5 + i:20 + i, 10:30] = 255
         Image.fromarray(img).save(tmp_path / "imgs" / name)
-    run_app(config([tmp_path / "imgs"], tmp_path / "p.jsonl"), SquareDetector(), BrightnessClassifier())
+    run(config([tmp_path / "imgs"], tmp_path / "p.jsonl"), SquareDetector(), BrightnessClassifier())
     lines = read_predictions(tmp_path / "p.jsonl")
     assert [r["image"] for r in lines] == ["2.png", "x/1.png"]
     assert lines[0]["detections"] == [
@@ -90,7 +95,7 @@ def test_image_folder_lines_are_untracked(tmp_path: Path) -> None:
 def test_max_frames_and_disabled_tracker(tmp_path: Path) -> None:
     video = write_video(tmp_path / "a.mp4", 12)
     cfg = config([video], tmp_path / "p.jsonl", streammux={"max_frames": 4}, tracker={"enabled": False})
-    run_app(cfg, SquareDetector(), None)
+    run(cfg, SquareDetector(), None)
     lines = read_predictions(tmp_path / "p.jsonl")
     assert [r["frame"] for r in lines] == [0, 1, 2, 3]
     assert all(d["track_id"] is None and d["gesture"] is None for r in lines for d in r["detections"])

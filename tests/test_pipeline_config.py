@@ -45,7 +45,30 @@ def test_precision_defaults_to_fp16_for_torch_on_cuda(primary: dict, half: bool)
     assert AppConfig.model_validate({"primary": primary}).primary.half is half
 
 
+@pytest.mark.parametrize(("primary", "backend", "batched"), [
+    ({}, "onnxruntime", False),
+    ({"device": "cuda"}, "torch", True),
+    ({"device": "cuda", "backend": "onnxruntime"}, "onnxruntime", False),
+    ({"device": "cuda", "batched": False}, "torch", False),
+    ({"backend": "torch"}, "torch", False),
+    ({"backend": "torch", "batched": True}, "torch", True),
+])
+def test_cuda_runs_the_batched_torch_cascade_unless_told_otherwise(primary: dict, backend: str, batched: bool) -> None:
+    cfg = AppConfig.model_validate({"primary": primary}).primary
+    assert (cfg.backend, cfg.runs_batched) == (backend, batched)
+
+
+def test_a_device_given_as_an_option_picks_its_default_backend() -> None:
+    from gesturekit.pipeline.recognizer import configure
+
+    assert configure(AppConfig(), primary__device="cuda").primary.backend == "torch"
+    assert configure(load_app_config(Path(str(files("gesturekit") / "specs" / "app.yaml"))), primary__device="cuda").primary.backend == "torch"
+    told = AppConfig.model_validate({"primary": {"backend": "onnxruntime"}})
+    assert configure(told, primary__device="cuda").primary.backend == "onnxruntime"
+
+
 @pytest.mark.parametrize(("text", "message"), [
+    ("primary:\n  backend: onnxruntime\n  batched: true\n", "primary: batched needs the torch backend (got onnxruntime)"),
     ("primary:\n  backend: tensorrt\n", "primary.backend: Input should be 'onnxruntime', 'torch' or 'triton'"),
     ("sinks:\n  preview_port: 70000\n", "sinks.preview_port: Input should be less than or equal to 65535"),
     ("secondary:\n  min_crop_size: 0\n", "secondary.min_crop_size: Input should be greater than 0"),

@@ -44,8 +44,13 @@ class Primary(StrictModel):
     (``models.zoo.default_models``)."""
     backend: Literal["onnxruntime", "torch", "triton"] = "onnxruntime"
     """``triton``: the models of a Triton server (``GestureRecognizer(url=)``, ``infer --url``), named by their
-    served names or by the local models they serve (``runtime.triton_backend.served_model``)."""
+    served names or by the local models they serve (``runtime.triton_backend.served_model``). Unset with
+    ``device: cuda``: ``torch``, whose batched cascade is the fastest path there."""
     device: Literal["cpu", "cuda"] = "cpu"
+    batched: bool | None = None
+    """Run the batched cascade (``pipeline.gpu_cascade``): everything after decoding as tensor work per batch
+    of frames on the device, Python per batch instead of per frame and hand. Torch backend only; ``None``:
+    on for torch on CUDA, where per-frame Python would bound the frame rate."""
     precision: Literal["fp32", "fp16"] | None = None
     """Weights and inputs of the torch backend on CUDA (the detector, verifier and classifier alike);
     ``None``: fp16 there, fp32 elsewhere (an ONNX file carries its own precision)."""
@@ -76,6 +81,24 @@ class Primary(StrictModel):
     trusted, that its crop shows at a higher resolution than the detector's input did (small hands, whose
     boxes the detector's input is too coarse for; not large ones, whose loose labels the head does not
     learn); ``all``: every one (a crop each: better boxes, fewer frames per second); or none."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _torch_on_cuda(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("device") == "cuda" and "backend" not in data:
+            return {**data, "backend": "torch"}
+        return data
+
+    @model_validator(mode="after")
+    def _batched_runs_on_torch(self) -> Primary:
+        if self.batched and self.backend != "torch":
+            raise ValueError(f"batched needs the torch backend (got {self.backend})")
+        return self
+
+    @property
+    def runs_batched(self) -> bool:
+        """Whether the app runs the batched cascade: ``batched``, or its default, on for torch on CUDA."""
+        return self.batched if self.batched is not None else (self.backend, self.device) == ("torch", "cuda")
 
     @model_validator(mode="after")
     def _fp16_runs_on_cuda(self) -> Primary:

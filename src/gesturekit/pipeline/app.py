@@ -37,6 +37,9 @@ from gesturekit.pipeline.sinks import FileSink, JsonSink, PerfMeter, PreviewServ
 from gesturekit.pipeline.sources import Frame, Reconnect, Source, open_source
 from gesturekit.pipeline.tracker import IoUTracker
 
+CascadeFn = Callable[[list[Any]], list[list[HandPrediction]]]
+"""Frames in, per frame its hands out: ``Cascade`` or the batched ``GpuCascade``."""
+
 _END = object()
 ABORT_GRACE_S = 5.0  # after a second signal, how long the sinks get to finish their files
 
@@ -173,7 +176,7 @@ class CascadeApp:
     def __init__(
         self,
         sources: Sequence[Source],
-        cascade: Callable[[list[Any]], list[list[HandPrediction]]],
+        cascade: CascadeFn,
         sinks: Sequence[Sequence[Sink]] | None = None,
         *,
         shared_sinks: Sequence[Sink] = (),
@@ -446,6 +449,17 @@ def build_cascade(config: AppConfig, detector: Detector, classifier: Classifier 
                    confirm_probability=secondary.confirm_probability, catch_all=secondary.catch_all)
 
 
+def load_cascade(config: AppConfig, **backend_options: Any) -> CascadeFn:
+    """The cascade the config describes, its models loaded: the batched cascade on the config's device when
+    ``primary.runs_batched`` (``pipeline.gpu_cascade``, torch imported only then), else ``Cascade`` over
+    the runtime's models (``load_models``, ``build_cascade``)."""
+    if config.primary.runs_batched:
+        from gesturekit.pipeline.gpu_cascade import GpuCascade
+
+        return GpuCascade.from_config(config, device=config.primary.device)
+    return build_cascade(config, *load_models(config, **backend_options))
+
+
 def tracker_factory(config: AppConfig) -> Callable[[], IoUTracker] | None:
     """What builds each video source's tracker as the config describes it; ``None`` when tracking is off."""
     track = config.tracker
@@ -501,8 +515,7 @@ def open_sources(config: AppConfig) -> list[Source]:
 
 def run_app(
     config: AppConfig,
-    detector: Detector,
-    classifier: Classifier | None,
+    cascade: CascadeFn,
     *,
     sources: Sequence[Source] | None = None,
     emit: Callable[[str], None] = print,
@@ -528,7 +541,6 @@ def run_app(
     for sink in shared:
         if isinstance(sink, PreviewServer):
             emit(f"preview: http://127.0.0.1:{sink.port}/")
-    cascade = build_cascade(config, detector, classifier)
     mux = config.streammux
     app = CascadeApp(
         sources, cascade, sinks, shared_sinks=shared, tracker=tracker_factory(config), max_frames=mux.max_frames,

@@ -276,12 +276,12 @@ class GpuCascade:
     @classmethod
     def from_config(cls, config: AppConfig, device: str = "cuda", cuda_graphs: bool = True) -> GpuCascade:
         """The cascade ``config`` describes (its models, or the torch defaults, ``models.zoo.default_models``) on ``device``;
-        FP16 per ``primary.half`` (on a CUDA device only)."""
+        FP16 on a CUDA device unless ``primary.precision`` is fp32."""
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise GesturekitError(f"device {device!r}: CUDA is not available")
         primary, secondary = config.primary, config.secondary
-        half = dev.type == "cuda" and (primary.precision == "fp16" or primary.precision is None)
+        half = dev.type == "cuda" and primary.precision != "fp32"
         defaults = default_models("torch", dev.type)
         detector = load_model(primary.detector or defaults["detector"], "detection", dev, half, cuda_graphs)
         verifier = (load_model(primary.verifier or defaults["verifier"], "classification", dev, half, cuda_graphs)
@@ -338,9 +338,9 @@ class GpuCascade:
         (gesture -1: not classified), grouped by frame, best first."""
         batch, height, width = frames.shape[:3]
         images = frames.permute(0, 3, 1, 2).float()
-        hands = self.detect(images)
+        hands = self.detect_hands(images)
         if self.verifier is not None:
-            hands = self.verify(images, hands)
+            hands = self.verify_hands(images, hands)
         gesture = torch.full_like(hands.scores, -1.0)
         probability = torch.zeros_like(hands.scores)
         if self.classifier is not None and len(hands.scores):
@@ -348,7 +348,7 @@ class GpuCascade:
             sides = torch.minimum(regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1])
             big = torch.nonzero(sides >= self.min_crop_size).flatten()
             if len(big):
-                probs = self.classify(self.classifier, images, hands.frame[big], regions[big])[0]
+                probs = self.classify_crops(self.classifier, images, hands.frame[big], regions[big])[0]
                 best, label = probs.max(1)
                 gesture[big], probability[big] = label.float(), best
         confirmed = (hands.scores >= self.score_threshold) | (
@@ -357,7 +357,7 @@ class GpuCascade:
         table = torch.stack([hands.frame.float(), *hands.boxes.unbind(1), hands.scores, gesture, probability], 1)
         return table[confirmed]
 
-    def detect(self, images: torch.Tensor) -> Hands:
+    def detect_hands(self, images: torch.Tensor) -> Hands:
         """Letterbox (pixel-budget resize rounded to 8 bits, padded to ``PAD_STRIDE``), the detector, its
         post-processing over the whole batch (``models.postprocess`` per frame), boxes mapped to the frames."""
         batch, _, height, width = images.shape
@@ -383,7 +383,7 @@ class GpuCascade:
         hands.boxes = frame_boxes
         return hands
 
-    def verify(self, images: torch.Tensor, hands: Hands) -> Hands:
+    def verify_hands(self, images: torch.Tensor, hands: Hands) -> Hands:
         """``runtime.verifier.HandVerifier`` and ``HandDetector``'s merge on every candidate of the batch:
         doubtful ones rescored, those ``refine_boxes`` names moved to the box head's box, the floor, NMS again."""
         assert self.verifier is not None and self.verifier_crop is not None
@@ -397,7 +397,7 @@ class GpuCascade:
                      "none": torch.zeros_like(doubtful)}[self.refine_boxes]
             cropped = torch.nonzero(doubtful | moves).flatten()
             if len(cropped):
-                outputs = self.classify(self.verifier, images, hands.frame[cropped], regions[cropped])
+                outputs = self.classify_crops(self.verifier, images, hands.frame[cropped], regions[cropped])
                 p_hand = outputs[0][:, self.verifier.classes.index(HAND)]
                 w = self.verifier_weight
                 old = hands.scores[cropped]
@@ -413,7 +413,7 @@ class GpuCascade:
         hands = hands.select(torch.nonzero(hands.scores >= self.floor).flatten())
         return self._nms(hands, len(self.detector.classes), len(images))
 
-    def classify(self, model: LoadedModel, images: torch.Tensor, frame: torch.Tensor, regions: torch.Tensor
+    def classify_crops(self, model: LoadedModel, images: torch.Tensor, frame: torch.Tensor, regions: torch.Tensor
                  ) -> tuple[torch.Tensor, ...]:
         """``model`` on the crops ``images[frame][:, y1:y2, x1:x2]`` of ``regions`` (``resize_crops``)."""
         crops = torch.cat([resize_crops(images, frame[i:i + CROP_CHUNK], regions[i:i + CROP_CHUNK], model.input_size)

@@ -23,8 +23,7 @@ from gesturekit.errors import GesturekitError
 from gesturekit.pipeline.app import (
     CascadeApp,
     SourceReport,
-    build_cascade,
-    load_models,
+    load_cascade,
     open_sources,
     run_app,
     tracker_factory,
@@ -44,9 +43,9 @@ def configure(config: AppConfig, **values: object) -> AppConfig:
         if value is not None:
             section, key = dotted.split("__")
             sections.setdefault(section, {})[key] = value
-    data = config.model_dump(by_alias=True)
+    data = config.model_dump(by_alias=True, exclude_unset=True)  # unset keys keep defaults that follow others
     for section, updates in sections.items():
-        data[section].update(updates)
+        data.setdefault(section, {}).update(updates)
     return validate_spec(data, AppConfig, "options")
 
 
@@ -141,8 +140,8 @@ class GestureRecognizer:
     Args:
         detector, classifier, verifier: zoo names or model files (default: the shipped models for the
             backend and device, ``models.zoo.default_models``).
-        backend: ``onnxruntime`` (default) or ``torch``.
-        device: ``cpu`` (default) or ``cuda``.
+        backend: ``onnxruntime`` (default on the CPU) or ``torch`` (default on CUDA).
+        device: ``cpu`` (default) or ``cuda`` (the batched GPU cascade, ``pipeline.gpu_cascade``).
         score_threshold: keep hands scoring at least this (after the verifier).
         verify: rescore the detector's doubtful boxes with the verifier (default on).
         classify: name a gesture per hand (default on; off: every gesture is ``None``).
@@ -184,8 +183,7 @@ class GestureRecognizer:
             primary__verifier=None if verifier is None else str(verifier), primary__backend=backend,
             primary__device=device, primary__score_threshold=score_threshold, primary__verify=verify,
             secondary__enabled=classify, tracker__enabled=track, **options)
-        self.detector, self.classifier = load_models(self.config, **({"url": url} if url else {}))
-        self.cascade = build_cascade(self.config, self.detector, self.classifier)
+        self.cascade = load_cascade(self.config, **({"url": url} if url else {}))
 
     def recognize(self, image: Any) -> Result:
         """The hands of one image: a path, a PIL image or an ``[H, W, 3]`` uint8 RGB array (never tracked)."""
@@ -227,7 +225,7 @@ class GestureRecognizer:
     def run(self, sources: Sequence[Source] | None = None, emit: Callable[[str], None] = print) -> list[SourceReport]:
         """Run the app over ``sources`` (opened with ``pipeline.app.open_sources``; default: the config's)
         into the config's sinks (JSON Lines, annotated video, preview): ``gesturekit infer``."""
-        return run_app(self.config, self.detector, self.classifier, sources=sources, emit=emit)
+        return run_app(self.config, self.cascade, sources=sources, emit=emit)
 
     def _app(self, sources: list[Source], sinks: list[list[Any]], max_frames: int | None) -> CascadeApp:
         mux = self.config.streammux
