@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
+from PIL import Image
 from tritonclient.grpc import model_config_pb2 as mc
 from typer.testing import CliRunner
 
@@ -123,3 +124,43 @@ def test_cli_writes_the_repository(tmp_path: Path) -> None:
     config = parse(tmp_path / "repo" / "gesture_classifier" / "config.pbtxt")
     assert config.max_batch_size == 4 and config.input[0].name == "input_1"
     assert read_onnx_metadata(tmp_path / "repo" / "hand_detector" / "1" / "model.onnx")["task"] == "detection"
+
+
+def test_the_gpu_cascade_serves_the_torch_checkpoints(tmp_path: Path, data_root: Path) -> None:
+    from gesturekit.pipeline.gpu_cascade import GpuCascade
+    from gesturekit.pipeline.recognizer import GestureRecognizer
+    from gesturekit.serve.triton_models import CascadeModel
+
+    models = [zoo_path(name) / "model.onnx" for name in ("hand-detector", "gesture-classifier", "hand-verifier")]
+    options = RepositoryOptions(device="cuda", model_backend="python", cascade_backend="torch")
+    repo = write_repository(tmp_path / "repo", *models, options)
+    cascade = parse(repo / "gesture_cascade" / "config.pbtxt")
+    assert [g.kind for g in cascade.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    files = json.loads(cascade.parameters["models"].string_value)
+    assert files == {name: f"{name}.pt" for name in ("hand_detector", "gesture_classifier", "hand_verifier")}
+    for name, model in (("hand_detector", models[0]), ("gesture_classifier", models[1]), ("hand_verifier", models[2])):
+        assert (repo / "gesture_cascade" / "1" / files[name]).read_bytes() == model.with_suffix(".pt").read_bytes()
+    recognizer = json.loads(cascade.parameters["recognizer"].string_value)
+    assert (recognizer["backend"], recognizer["device"]) == ("torch", "cuda")
+
+    # the model Triton loads, on this machine's CPU: the same batched code, the hands of a local recognizer
+    recognizer.update(device="cpu", primary__batched=True)
+    cascade.parameters["recognizer"].string_value = json.dumps(recognizer)
+    served = CascadeModel()
+    served.initialize({"model_config": json_format.MessageToJson(cascade, preserving_proto_field_name=True),
+                       "model_repository": str(repo / "gesture_cascade"), "model_version": "1"})
+    assert isinstance(served.recognizer.cascade, GpuCascade)
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((data_root / "hagrid" / "frames").glob("*.jpg"))[:3]]
+    local = GestureRecognizer(backend="torch", track=False)
+    for got, expected in zip(served.recognizer.cascade(frames), (local.recognize(f).hands for f in frames)):
+        assert [h.gesture for h in got] == [h.gesture for h in expected]
+
+
+def test_the_torch_cascade_needs_cuda_and_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(GesturekitError, match="serves on cuda only"):
+        RepositoryOptions(cascade_backend="torch")
+    options = RepositoryOptions(device="cuda", model_backend="python", cascade_backend="torch")
+    with pytest.raises(GesturekitError, match=r"model\.onnx: the GPU cascade runs torch checkpoints, and there is "
+                                              r"no model\.pt beside it"):
+        write_repository(tmp_path / "repo", DETECTOR, CLASSIFIER, None, options)
+    assert not (tmp_path / "repo").exists()

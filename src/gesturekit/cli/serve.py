@@ -129,7 +129,10 @@ def serve(
     refine_boxes: Annotated[Optional[str], typer.Option(
         help="Boxes the verifier's box head moves, as in infer: doubtful, small, all or none. (default: doubtful)",
         show_default=False)] = None,
-    device: Annotated[DeviceChoice, typer.Option(help="ONNX Runtime device of every model.")] = DeviceChoice.cpu,
+    device: Annotated[DeviceChoice, typer.Option(
+        help="cpu: every model on ONNX Runtime. cuda: gesture_cascade runs the batched GPU cascade (torch "
+        "checkpoints beside the ONNX files, as in the zoo), the single models ONNX Runtime's CUDA provider."
+    )] = DeviceChoice.cpu,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 listens on every interface.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(min=1, max=65535, help="Triton HTTP/REST (KServe v2) port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(min=1, max=65535, help="Triton gRPC (KServe v2) port.")] = 8001,
@@ -165,7 +168,8 @@ def serve(
                                                 ("primary__refine_boxes", refine_boxes)) if value is not None}
     configure(load_app_config(None), primary__refine_boxes=refine_boxes)  # a bad value: one line, before starting
     options = RepositoryOptions(max_batch_size=max_batch_size, device=device.value, model_backend="python",
-                                threads=threads, recognizer=recognizer)
+                                threads=threads, recognizer=recognizer,
+                                cascade_backend="torch" if device == DeviceChoice.cuda else "onnxruntime")
     ports = Ports(host, http_port, grpc_port, metrics_port)
 
     def on_signal(_number: int, _frame: object) -> None:

@@ -74,6 +74,9 @@ class RepositoryOptions:
         model_backend: ``onnxruntime`` (Triton's backend) or ``python`` (``model.py`` running ONNX Runtime).
         threads: ONNX Runtime intra-op threads of each Python-backend model (0: ONNX Runtime's default).
         recognizer: ``GestureRecognizer`` keyword options of the cascade (``score_threshold``, ``verify``...).
+        cascade_backend: what ``gesture_cascade`` runs: the ONNX files with ONNX Runtime, or (on ``cuda``) their
+            torch checkpoints (``model.pt`` beside each ``model.onnx``, as in the zoo) in the batched GPU
+            cascade, which batches the images of every request Triton's batcher hands it on the GPU.
     """
 
     max_batch_size: int = 8
@@ -86,6 +89,7 @@ class RepositoryOptions:
     model_backend: ModelBackend = "onnxruntime"
     threads: int = 0
     recognizer: Mapping[str, Any] | None = None
+    cascade_backend: Literal["onnxruntime", "torch"] = "onnxruntime"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.instances < 1:
@@ -93,6 +97,8 @@ class RepositoryOptions:
         if self.accelerator == "tensorrt" and self.model_backend != "onnxruntime":
             raise GesturekitError("--accelerator tensorrt needs Triton's onnxruntime backend "
                                   "(a repository for a Triton container, not for gesturekit serve)")
+        if self.cascade_backend == "torch" and self.device != "cuda":
+            raise GesturekitError("the torch cascade (the batched GPU cascade) serves on cuda only")
 
 
 def triton_dims(value: onnx.ValueInfoProto) -> tuple[str, list[int]]:
@@ -157,12 +163,27 @@ def cascade_config(files: Mapping[str, str], options: RepositoryOptions) -> mc.M
     config.input.add(name=CASCADE_INPUT, data_type=mc.TYPE_STRING, dims=[1])
     config.output.add(name=CASCADE_OUTPUT, data_type=mc.TYPE_STRING, dims=[1])
     _batching(config, options)
-    recognizer = {"backend": "onnxruntime", "device": options.device, **(options.recognizer or {})}
+    recognizer = {"backend": options.cascade_backend, "device": options.device, **(options.recognizer or {})}
     if options.threads:
         recognizer.setdefault("primary__threads", options.threads)
     config.parameters["models"].string_value = json.dumps(dict(files))
     config.parameters["recognizer"].string_value = json.dumps(recognizer)
     return config
+
+
+def _cascade_file(onnx_file: Path, options: RepositoryOptions) -> Path:
+    """The file ``gesture_cascade`` runs for ``onnx_file``: itself, or the torch checkpoint beside it.
+
+    Raises:
+        GesturekitError: the torch cascade and no ``.pt`` checkpoint beside the ONNX file.
+    """
+    if options.cascade_backend == "onnxruntime":
+        return onnx_file
+    checkpoint = onnx_file.with_suffix(".pt")
+    if not checkpoint.is_file():
+        raise GesturekitError(f"{onnx_file}: the GPU cascade runs torch checkpoints, and there is no "
+                              f"{checkpoint.name} beside it")
+    return checkpoint
 
 
 def config_text(config: mc.ModelConfig) -> str:
@@ -220,8 +241,9 @@ def write_repository(
             if name == CLASSIFIER and options.io_names == "gesturenet":
                 model = rename_tensors(model, GESTURENET_NAMES)
             _write_model(staging, name, model, metadata, options)
-            files[name] = f"{name}.onnx"
-            shutil.copyfile(path, cascade_dir / files[name])  # the cascade runs gesturekit's own tensor names
+            cascade_file = _cascade_file(path, options)
+            files[name] = f"{name}{cascade_file.suffix}"
+            shutil.copyfile(cascade_file, cascade_dir / files[name])  # the cascade runs gesturekit's own tensor names
         atomic_write_text(staging / CASCADE / "1" / "model.py", MODEL_PY["cascade"])
         atomic_write_text(staging / CASCADE / "config.pbtxt", config_text(cascade_config(files, options)))
         staging.rename(output)
