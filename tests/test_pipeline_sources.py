@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from gesturekit.errors import GesturekitError
-from gesturekit.pipeline import sources as sources_module
 from gesturekit.pipeline.sources import ImageSource, Reconnect, VideoSource, open_source
 from test_pipeline_fakes import write_video
 
@@ -103,7 +102,7 @@ def test_camera_and_url_specs_are_classified(monkeypatch: pytest.MonkeyPatch) ->
         opened.append((uri, format, kwargs.get("options")))
         return FakeContainer()
 
-    monkeypatch.setattr(sources_module.av, "open", fake_open)
+    monkeypatch.setattr(av, "open", fake_open)
     assert open_source("2").live
     assert open_source("/dev/video1").live
     assert open_source("rtsp://cam.local/stream").live
@@ -126,7 +125,7 @@ def test_live_source_retries_with_backoff_then_gives_up(tmp_path: Path, monkeypa
             raise av.error.ConnectionRefusedError(111, "Connection refused")
         return real_open(uri, **{k: v for k, v in kwargs.items() if k != "timeout"})
 
-    monkeypatch.setattr(sources_module.av, "open", flaky_open)
+    monkeypatch.setattr(av, "open", flaky_open)
     source = VideoSource(path, 0, live=True, reconnect=Reconnect(attempts=3, backoff_s=0.001))
     frames = list(source.frames())
     # Opened on the 2nd try, played 4 frames, reopened at once after the end (4 more frames),

@@ -17,9 +17,8 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -27,6 +26,9 @@ from gesturekit.errors import GesturekitError
 from gesturekit.io import StagedFile
 from gesturekit.pipeline.predictions import HandPrediction, JsonlWriter, prediction_record
 from gesturekit.pipeline.sources import Frame
+
+if TYPE_CHECKING:
+    import av
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
@@ -186,6 +188,8 @@ class VideoSink(FileSink):
         self.frames += 1
 
     def _open(self, width: int, height: int) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
+        import av  # here: JSON-only runs never pay for loading FFmpeg
+
         options = _MP4_OPTIONS if self.path.suffix.lower() in _MP4_SUFFIXES else {}
         try:
             container = av.open(str(self.staged.tmp), "w", options=options)
@@ -234,6 +238,8 @@ class VideoSink(FileSink):
             h, w = min(height, image.shape[0]), min(width, image.shape[1])
             padded[:h, :w] = image[:h, :w]
             image = padded
+        import av
+
         video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         video_frame.pts = index
         video_frame.time_base = 1 / self.fps

@@ -14,12 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from gesturekit.errors import GesturekitError
 from gesturekit.images import IMAGE_SUFFIXES, read_rgb
+
+if TYPE_CHECKING:
+    import av
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts", ".mpg", ".mpeg"})
 LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "udp", "tcp", "srt", "http", "https"})
@@ -148,6 +151,8 @@ class VideoSource(Source):
         self.fps = float(rate) if rate else None
 
     def _open(self) -> av.container.InputContainer:
+        import av  # here: a run of images never pays for loading FFmpeg
+
         options = {"rtsp_transport": "tcp"} if self.uri.startswith("rtsp") else {}
         timeout = (10.0, 5.0) if self.live else None
         container = av.open(self.uri, format=self.av_format, options=options, timeout=timeout)
@@ -162,6 +167,8 @@ class VideoSource(Source):
         Returns ``None`` when a live source is still down after every retry, or on ``stop``.
         ``stats.reconnects`` counts every try but the source's first open.
         """
+        import av
+
         for attempt in range(self.reconnect.attempts + 1 if self.live else 1):
             if attempt and stop.wait(self.reconnect.delay(attempt - 1)):
                 return None
@@ -180,6 +187,8 @@ class VideoSource(Source):
 
     def _decode(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         """Decoded frames of one connection; corrupt packets and frames are counted and skipped."""
+        import av
+
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for packet in container.demux(stream):
@@ -195,6 +204,8 @@ class VideoSource(Source):
                 yield frame
 
     def frames(self, max_frames: int | None = None, stop: threading.Event | None = None) -> Iterator[Frame]:
+        import av
+
         stop = stop or threading.Event()
         index = 0
         while self._container is not None:
