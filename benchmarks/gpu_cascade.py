@@ -3,7 +3,7 @@
 Run on the GPU machine (``JOBS=gpu_cascade bash benchmarks/gpu/device_job.sh``, which says what to carry);
 saves ``--out`` (default ``benchmarks/results/gpu_cascade.json``):
 
-1. ``parity``: on every frame of the portrait clip and of its 640x480 copy, the GPU cascade (FP32 and FP16)
+1. ``parity``: whether the device resizes as the CPU path, bit for bit; on every frame of the portrait clip and of its 640x480 copy, the GPU cascade (FP32 and FP16)
    against the CPU FP32 path (``runtime`` models on the torch backend, one frame per call, as ``gesturekit
    infer`` runs one source): per reference hand, its best-IoU hand of the GPU run; matched at IoU >= 0.9,
    gestures equal.
@@ -19,6 +19,12 @@ saves ``--out`` (default ``benchmarks/results/gpu_cascade.json``):
    and the same decoders alone, the decoding bound. The GPU machine has no PyAV (its wheel does not fit
    beside the repository in what a device call carries), so decoding there is OpenCV's FFmpeg build;
    locally PyAV.
+6. ``app``: the same N streams through the app itself (``pipeline.app.CascadeApp``, what ``gesturekit infer
+   SOURCES --device cuda`` runs: a decode thread per source, the stream muxer's batches, the GPU cascade, the
+   trackers and a JSON Lines sink per source), fed by OpenCV-decoded sources where PyAV is absent.
+
+With ``--video-640`` missing, its 640x480 copy is written first (the portrait clip letterboxed, OpenCV's
+MPEG-4 encoder), so that a device call need carry no video.
 """
 
 from __future__ import annotations
@@ -44,11 +50,14 @@ from gesturekit.boxes import box_iou
 from gesturekit.config.app import AppConfig
 from gesturekit.data.transforms import PAD_STRIDE, letterbox_geometry
 from gesturekit.io import atomic_write_json
+from gesturekit.pipeline.app import CascadeApp, tracker_factory
 from gesturekit.pipeline.cascade import Cascade
 from gesturekit.pipeline.gpu_cascade import GpuCascade, resize_crops, resize_frames
 from gesturekit.pipeline.predictions import HandPrediction, JsonlWriter, prediction_record
+from gesturekit.pipeline.sinks import JsonSink
+from gesturekit.pipeline.sources import Frame, Source
 from gesturekit.pipeline.tracker import IoUTracker
-from gesturekit.runtime import loading
+from gesturekit.runtime import loading, preprocess
 
 SAMPLE = REPO / "src" / "gesturekit" / "samples" / "asl_hand.25fps.mp4"
 MATCH_IOU = 0.9
@@ -178,12 +187,21 @@ def agreement(reference: list[list[HandPrediction]], other: list[list[HandPredic
 
 # --- 1: parity ----------------------------------------------------------------------------------------
 
+def resize_identical(cascade: GpuCascade, frames: list[np.ndarray]) -> bool:
+    """Whether the device's detector-input resize equals the CPU path's (``runtime.preprocess``) bit for bit."""
+    height, width = frames[0].shape[:2]
+    new_h, new_w = letterbox_geometry(height, width, cascade.detector.input_size, PAD_STRIDE, square=False)[:2]
+    images = cascade.upload(frames).permute(0, 3, 1, 2).float()
+    got = resize_frames(images, new_h, new_w).permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+    return all(np.array_equal(g, preprocess.resize(f, new_h, new_w)) for g, f in zip(got, frames))
+
+
 def parity(config: AppConfig, cascades: dict[str, GpuCascade], videos: dict[str, list[np.ndarray]]) -> dict[str, Any]:
     reference = cpu_reference(config)
     out: dict[str, Any] = {}
     for name, frames in videos.items():
         expected = [reference([frame])[0] for frame in frames]
-        out[name] = {}
+        out[name] = {"resize_identical_to_cpu": resize_identical(next(iter(cascades.values())), frames[:32])}
         for run, cascade in cascades.items():
             got = [hands for start in range(0, len(frames), 64) for hands in cascade(frames[start:start + 64])]
             out[name][run] = agreement(expected, got)
@@ -323,6 +341,52 @@ def classifier_rates(config: AppConfig, frames: list[np.ndarray], device: str, m
     return rows
 
 
+# --- 6: the app ----------------------------------------------------------------------------------------
+
+class DecodedSource(Source):
+    """A video file as an app source, decoded by ``open_decoder`` (OpenCV where PyAV is absent)."""
+
+    def __init__(self, path: Path, source_id: int, fps: float = 25.0) -> None:
+        super().__init__(str(path), source_id)
+        self.path, self.fps = path, fps
+
+    def frames(self, max_frames: int | None = None, stop: threading.Event | None = None) -> Iterator[Frame]:
+        for index, image in enumerate(itertools.islice(open_decoder(self.path), max_frames)):
+            if stop is not None and stop.is_set():
+                return
+            self.stats.frames += 1
+            yield Frame(self.source_id, index, image, pts=index / self.fps)
+
+
+def app_streams(config: AppConfig, cascade: GpuCascade, video: Path, count: int, frames_per_stream: int,
+                work: Path) -> dict[str, Any]:
+    """``count`` sources of ``video`` through ``CascadeApp`` with the GPU cascade, JSON Lines per source."""
+    sources = [DecodedSource(video, i) for i in range(count)]
+    sinks = [[JsonSink(work / f"app{count}.{i}.jsonl", str(video))] for i in range(count)]
+    mux = config.streammux
+    app = CascadeApp(sources, cascade, sinks, tracker=tracker_factory(config), max_frames=frames_per_stream,
+                     queue_size=mux.queue_size, live_queue_size=mux.live_queue_size,
+                     batch_timeout_s=mux.batch_timeout_s)
+    start = time.perf_counter()
+    reports = app.run()
+    wall = time.perf_counter() - start
+    frames = sum(r.frames for r in reports)
+    first = (work / f"app{count}.0.jsonl").read_text()
+    return {"streams": count, "frames": frames, "wall_s": round(wall, 3), "frames_fps": round(frames / wall, 1),
+            "json_identical_across_streams": all((work / f"app{count}.{i}.jsonl").read_text() == first
+                                                 for i in range(1, count))}
+
+
+def write_640(portrait: Path, out: Path) -> None:
+    """The portrait clip letterboxed to 640x480 at 25 FPS (OpenCV's MPEG-4 encoder)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
+    for frame in letterboxed(list(open_decoder(portrait))):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
 # --- 5: streams ---------------------------------------------------------------------------------------
 
 def decode_streams(paths: Sequence[Path], frames_per_stream: int) -> tuple[list[queue.Queue], list[threading.Thread]]:
@@ -382,17 +446,19 @@ def streams(cascade: GpuCascade | None, video: Path, count: int, frames_per_stre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, default=SAMPLE, help="the portrait clip")
-    parser.add_argument("--video-640", type=Path, required=True, help="its 640x480 copy (H.264)")
+    parser.add_argument("--video-640", type=Path, required=True, help="its 640x480 copy (written when missing)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--min-s", type=float, default=1.5, help="seconds each throughput figure runs")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--stage-batches", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--frames-per-stream", type=int, default=325)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["parity", "decoded", "stages", "classifier", "streams"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["parity", "decoded", "stages", "classifier", "streams", "app"])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "gpu_cascade.json")
     args = parser.parse_args()
     device = torch.device(args.device)
     config = AppConfig()
+    if not args.video_640.exists():
+        write_640(args.video, args.video_640)
     portrait = list(open_decoder(args.video))
     frames = list(open_decoder(args.video_640))
     cascades = {p: GpuCascade.from_config(config.model_copy(update={"primary": config.primary.model_copy(
@@ -447,6 +513,15 @@ def main() -> None:
         result["streams_fps"] = {"value": top["frames_fps"], "target": 1000, "config": top,
                                  "precision": "fp16" if "fp16" in cascades else "fp32"}
         save()
+    if "app" not in args.skip:
+        best = cascades.get("fp16", cascades["fp32"])
+        with tempfile.TemporaryDirectory(prefix="gk-app-") as tmp:
+            result["app"] = []
+            for count in args.streams:
+                result["app"].append(app_streams(config, best, args.video_640, count, args.frames_per_stream,
+                                                 Path(tmp)))
+                print(f"app {count}: {result['app'][-1]}", flush=True)
+                save()
     print(f"saved {args.out}")
 
 
