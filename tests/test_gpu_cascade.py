@@ -16,7 +16,8 @@ from gesturekit.config.app import AppConfig
 from gesturekit.config.specs import CropConvention
 from gesturekit.data.crops import widen_box
 from gesturekit.pipeline.app import build_cascade, load_models
-from gesturekit.pipeline.gpu_cascade import GpuCascade, crop_regions, resize_crops, resize_filters, resize_frames
+from gesturekit.pipeline.gpu_cascade import (GpuCascade, crop_regions, exact_dtype, resize_crops, resize_filters,
+                                             resize_frames)
 from gesturekit.runtime import preprocess
 
 
@@ -42,6 +43,12 @@ def test_resize_filters_are_the_runtimes_weights(in_size: int, out_size: int) ->
     assert int(got_bits[0]) == bits
     assert np.array_equal(matrix[0, :, 3:3 + in_size].numpy(), expected)
     assert not matrix[0, :, :3].any() and not matrix[0, :, 3 + in_size:].any()
+
+
+@pytest.mark.parametrize("size", [32, 96, 160, 224, 448])
+def test_float32_sums_are_exact_up_to_shrinking_four_times(size: int) -> None:
+    assert max(preprocess._weights(length, size)[2] for length in range(1, 4 * size + 1)) <= 16  # 255 * 2**16 < 2**24
+    assert exact_dtype(4 * size, size) == torch.float32 and exact_dtype(4 * size + 1, size) == torch.float64
 
 
 def test_resizes_are_the_cpu_paths_bit_for_bit() -> None:

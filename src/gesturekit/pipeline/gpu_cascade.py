@@ -121,9 +121,11 @@ def resize_filters(starts: torch.Tensor, ends: torch.Tensor, length: int, size: 
     The integer weights are those of ``runtime.preprocess`` (the triangle filter widened by the scale
     when shrinking, normalised with a sum taken tap by tap as torchvision's kernel does, scaled by the
     largest power of two that keeps them in int16), so the device resizes bit for bit as the CPU path.
+    Built with a fixed number of tensor operations and no wait on the device, whatever the lines.
 
     Returns:
-        float64 [K, size, length] integer weights (zero outside each line's pixels) and int64 bits [K].
+        [K, size, length] integer weights in ``exact_dtype(length, size)`` (zero outside each line's pixels)
+        and int64 bits [K].
     """
     device, f64 = starts.device, torch.float64
     first_pixel, count_in = starts.long(), (ends - starts).long()
@@ -134,7 +136,7 @@ def resize_filters(starts: torch.Tensor, ends: torch.Tensor, length: int, size: 
     centers = scale * (torch.arange(size, device=device, dtype=f64) + 0.5)
     first = (centers - support + 0.5).long().clamp(min=0)  # C's (int) truncates toward zero
     taps_of = torch.minimum((centers + support + 0.5).long(), count_in[:, None]) - first
-    taps = torch.arange(int(taps_of.max()), device=device)
+    taps = torch.arange(int(2 * max(length / size, 1.0)) + 3, device=device)  # at least any line's taps
     weights = (1.0 - ((taps + first[..., None] - centers[..., None] + 0.5) * inv_scale[..., None]).abs()).clamp(min=0.0)
     weights = weights * (taps < taps_of[..., None])
     total = torch.zeros_like(weights[..., 0])
@@ -142,19 +144,22 @@ def resize_filters(starts: torch.Tensor, ends: torch.Tensor, length: int, size: 
         total += weights[..., tap]
     weights = torch.where(total[..., None] != 0, weights / total[..., None], weights)
     largest = weights.flatten(1).amax(1)
-    bits = torch.zeros_like(count_in)
-    for step in range(MAX_WEIGHT_BITS):  # the largest power of two keeping every weight in int16
-        bits += (bits == step) & ((0.5 + largest * 2.0 ** (step + 1)).long() < INT16_LIMIT)
-    fixed = (0.5 + weights * torch.pow(2.0, bits.double())[:, None, None]).long().double()
+    # the largest power of two keeping every weight in int16 (the condition holds for the first few powers only)
+    powers = torch.pow(2.0, torch.arange(1, MAX_WEIGHT_BITS + 1, device=device, dtype=f64))
+    bits = ((0.5 + largest[:, None] * powers).long() < INT16_LIMIT).sum(1)
+    fixed = (0.5 + weights * torch.pow(2.0, bits.double())[:, None, None]).long()
     index = first_pixel[:, None, None] + torch.minimum(first[..., None] + taps, count_in[:, None, None] - 1)
-    matrix = torch.zeros((len(starts), size, length), device=device, dtype=f64)
-    return matrix.scatter_add_(2, index, fixed), bits
+    dtype = exact_dtype(length, size)
+    matrix = torch.zeros((len(starts), size, length), device=device, dtype=dtype)
+    return matrix.scatter_add_(2, index, fixed.to(dtype)), bits
 
 
-def exact_dtype(bits: torch.Tensor) -> torch.dtype:
-    """The dtype whose matrix products give the fixed-point sums exactly: float32 while a sum (255 times
-    the weights' total, about ``2**bits``) stays under 2**24 and float32 products are not TF32, else float64."""
-    return torch.float32 if int(bits.max()) <= 16 and torch.get_float32_matmul_precision() == "highest" \
+def exact_dtype(length: int, size: int) -> torch.dtype:
+    """The dtype whose matrix products give the fixed-point sums of resizing at most ``length`` pixels to ``size``
+    exactly: float32 while every sum (255 times the weights' total, about ``2**bits``) stays under 2**24, which
+    holds up to shrinking 4 times (bits <= 16; ``tests/test_gpu_cascade.py`` checks it), and float32 products
+    are not TF32; else float64."""
+    return torch.float32 if length <= 4 * size and torch.get_float32_matmul_precision() == "highest" \
         else torch.float64
 
 
@@ -169,19 +174,18 @@ def resize_frames(images: torch.Tensor, height: int, width: int) -> torch.Tensor
     (``runtime.preprocess.resize``): the horizontal pass, rounded to 8 bits, then the vertical one."""
     in_h, in_w = images.shape[-2:]
     if width != in_w:
-        cols, bits = _line_filter(in_w, width, images.device)
-        dtype = exact_dtype(bits)
-        images = fixed_point(images.to(dtype) @ cols.T.to(dtype), bits).to(images.dtype)
+        cols, bits = _line_filter(in_w, width, images.device, torch.get_float32_matmul_precision())
+        images = fixed_point(images.to(cols.dtype) @ cols.T, bits).to(images.dtype)
     if height != in_h:
-        rows, bits = _line_filter(in_h, height, images.device)
-        dtype = exact_dtype(bits)
-        images = fixed_point(rows.to(dtype) @ images.to(dtype), bits).to(images.dtype)
+        rows, bits = _line_filter(in_h, height, images.device, torch.get_float32_matmul_precision())
+        images = fixed_point(rows @ images.to(rows.dtype), bits).to(images.dtype)
     return images
 
 
 @lru_cache(maxsize=32)
-def _line_filter(length: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``resize_filters`` of a whole line, kept per geometry: a stream's frames share one."""
+def _line_filter(length: int, size: int, device: torch.device, _precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``resize_filters`` of a whole line, kept per geometry (a stream's frames share one) and float32
+    precision (which decides its dtype)."""
     starts = torch.zeros(1, device=device, dtype=torch.long)
     matrix, bits = resize_filters(starts, starts + length, length, size)
     return matrix[0], bits
@@ -205,10 +209,8 @@ def resize_crops(images: torch.Tensor, frame: torch.Tensor, regions: torch.Tenso
     windows = images.permute(0, 2, 3, 1)[frame[:, None, None], ys[:, :, None], xs[:, None, :]].permute(0, 3, 1, 2)
     rows, row_bits = resize_filters(regions[:, 1] - top, regions[:, 3] - top, window_h, size)
     cols, col_bits = resize_filters(regions[:, 0] - left, regions[:, 2] - left, window_w, size)
-    dtype = exact_dtype(col_bits)
-    across = fixed_point(windows.to(dtype) @ cols[:, None].transpose(-1, -2).to(dtype), col_bits)
-    dtype = exact_dtype(row_bits)
-    return fixed_point(rows[:, None].to(dtype) @ across.to(dtype), row_bits).to(images.dtype)
+    across = fixed_point(windows.to(cols.dtype) @ cols[:, None].transpose(-1, -2), col_bits)
+    return fixed_point(rows[:, None] @ across.to(rows.dtype), row_bits).to(images.dtype)
 
 
 def rank_in_group(groups: torch.Tensor, num_groups: int) -> torch.Tensor:
