@@ -522,6 +522,10 @@ def main() -> None:
                                                  Path(tmp)))
                 print(f"app {count}: {result['app'][-1]}", flush=True)
                 save()
+        top = max(result["app"], key=lambda r: r["frames_fps"])
+        result["app_fps"] = {"value": top["frames_fps"], "config": top, "precision": "fp16" if "fp16" in cascades
+                             else "fp32", "from": "CascadeApp, as gesturekit infer SOURCES --device cuda runs"}
+        save()
     print(f"saved {args.out}")
 
 
