@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,9 @@ from typer.testing import CliRunner
 
 from conftest import kitti_line, make_image, write_kitti
 from gesturekit.cli import export as export_cli
-from gesturekit.cli import export_run as export_command
-from gesturekit.errors import GesturekitError
+from gesturekit.cli.main import main
+from gesturekit.errors import GesturekitError, UsageError
+from gesturekit.export import job as export_job
 from gesturekit.export.calibration import CalibrationItem, calibration_inputs, read_item, select_calibration_items
 from gesturekit.export.onnx import check_parity
 from gesturekit.export.precision import (
@@ -196,7 +198,7 @@ def test_export_command_int8_with_calibration_and_evaluation(cli, kitti, tmp_pat
     assert result.exit_code == 0, result.output
     assert "reusing" not in result.output and json.loads(cache.read_text()) == ranges != stale
     result = runner.invoke(app, ["-m", str(ckpt), "-o", str(tmp_path / "x.onnx"), "--precision", "int8"])
-    assert result.exit_code == 2 and "--calibration-images" in result.output
+    assert isinstance(result.exception, UsageError) and "--calibration-images" in str(result.exception)
 
 
 def test_export_command_converts_an_fp32_onnx_file_as_its_checkpoint_would(cli, kitti, tmp_path) -> None:
@@ -234,14 +236,17 @@ def test_export_command_fp16_parity_on_images(cli, kitti, tmp_path) -> None:
     assert isinstance(result.exception, GesturekitError) and "parity check failed" in str(result.exception)
 
 
-def test_export_engine_without_tensorrt_says_so(cli, tmp_path, monkeypatch) -> None:
-    runner, app, ckpt = cli
-    monkeypatch.setattr(export_command, "tensorrt_available", lambda: False)
+def test_export_engine_without_tensorrt_says_so(cli, tmp_path, monkeypatch, capsys) -> None:
+    _, _, ckpt = cli
+    monkeypatch.setattr(export_job, "tensorrt_available", lambda: False)
     out = tmp_path / "det.onnx"
-    result = runner.invoke(app, ["-m", str(ckpt), "-o", str(out), "--engine"])
-    assert result.exit_code == 2
-    assert result.stderr == f"error: {TENSORRT_MISSING}\n" and result.stdout == ""
-    assert "Traceback" not in result.output and not out.exists()
+    monkeypatch.setattr(sys, "argv", ["gesturekit", "export", "-m", str(ckpt), "-o", str(out), "--engine"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert captured.err == f"error: {TENSORRT_MISSING}\n" and captured.out == ""
+    assert not out.exists()
 
 
 def test_export_command_qat_checkpoint_exports_its_learned_ranges(kitti, tmp_path) -> None:

@@ -76,7 +76,7 @@ def export(
     """
     if model is None or output is None:
         raise typer.BadParameter("--model and --output are required", param_hint="export")
-    from gesturekit.cli.export_run import run_export  # lazy: torch and ONNX load when the command runs
+    from gesturekit.export.job import run_export  # lazy: torch and ONNX load when the command runs
 
     run_export(model, output, precision.value, calibration_images, calibration_split, num_calibration,
                calibration_cache, int8_target.value if int8_target else None, images, num_images, eval_dataset,

@@ -311,7 +311,7 @@ class Planner:
                   if v.task == "detector" and spec.evaluation.datasets and not calib_inputs else None)
 
         def run() -> None:
-            from gesturekit.cli.export_run import run_export
+            from gesturekit.export.job import run_export
 
             run_export(str(v.checkpoint), out / ONNX, v.precision,
                        calibration_images=calib_inputs or None, calibration_split=v.export.calibration_split,

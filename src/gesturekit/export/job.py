@@ -1,6 +1,8 @@
-"""The work behind ``gesturekit export``: load, export at a precision, check parity and accuracy through the
-runtime, optionally build a TensorRT engine, and print what was done (``cli/export.py`` holds the options;
-this module loads torch and ONNX, so it is imported when the command runs)."""
+"""The export job, run by ``gesturekit export`` and the workflow's export stage: load, export at a precision,
+check parity and accuracy through the runtime, optionally build a TensorRT engine, and print what was done.
+
+The check is why ``export`` sits above ``runtime`` and ``evaluation``: an export is judged by what the runtime
+makes of it. This module loads torch and ONNX, so the command imports it when it runs."""
 
 from __future__ import annotations
 
@@ -8,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
 from gesturekit.data.transforms import pad_to_stride
-from gesturekit.errors import GesturekitError
+from gesturekit.errors import GesturekitError, UsageError
 from gesturekit.evaluation.detection import evaluate_detector_on
 from gesturekit.export import FP32_TOLERANCE
 from gesturekit.export.calibration import calibration_inputs, read_item, select_calibration_items
@@ -31,7 +32,6 @@ from gesturekit.runtime.detector import HandDetector, preprocess_frame
 from gesturekit.runtime.loading import resolve_model_file
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from gesturekit.runtime.torch_backend import TorchBackend
-
 
 
 def _preprocess(meta: dict, rgb: np.ndarray) -> np.ndarray:
@@ -127,12 +127,17 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
                calibration_split: str = "train", num_calibration: int = 200, calibration_cache: Path | None = None,
                int8_target: str | None = None, images: Path | None = None, num_images: int = 8,
                eval_dataset: list[Path] | None = None, eval_split: str = "test", engine: bool = False,
-               max_batch: int = 8, opset: int = 17, tolerance: float | None = None) -> None:
+               max_batch: int = 8, opset: int = 17, tolerance: float | None = None,
+               console: Console | None = None) -> None:
     """Export ``model`` (checkpoint, directory or zoo name, or an FP32 ONNX file to convert) as
-    ``gesturekit export --help`` describes."""
+    ``gesturekit export --help`` describes, printing what was done on ``console``.
+
+    Raises:
+        UsageError: ``engine`` without TensorRT, or int8 without calibration images or cache.
+        GesturekitError: a source that cannot export at ``precision``, or a failed parity check.
+    """
     if engine and not tensorrt_available():
-        typer.echo(f"error: {TENSORRT_MISSING}", err=True)
-        raise typer.Exit(2)
+        raise UsageError(TENSORRT_MISSING)
     cache = calibration_cache or default_calibration_cache(output)
     sources = list(calibration_images or [])
     reference: nn.Module | Path
@@ -148,12 +153,11 @@ def run_export(model: str, output: Path, precision: str = "fp32", calibration_im
     if qat:
         _check_qat_export(model_file, meta.get("qat_target", "tensorrt"), precision, int8_target, engine)
     elif precision == "int8" and not sources and not cache.is_file():
-        raise typer.BadParameter(f"int8 needs --calibration-images (no calibration cache {cache})",
-                                 param_hint="'--precision'")
+        raise UsageError(f"--precision int8 needs --calibration-images (no calibration cache {cache})")
     if eval_dataset and meta["task"] != "detection":
         raise GesturekitError(f"{model_file}: --eval-dataset compares detection AP; this is a {meta['task']} model")
     target = int8_target or ("tensorrt" if engine else "onnxruntime")
-    console = Console(highlight=False, soft_wrap=True)
+    console = console or Console(highlight=False, soft_wrap=True)
 
     calibration = None
     if precision == "int8" and not qat:
