@@ -468,20 +468,29 @@ def tracker_factory(config: AppConfig) -> Callable[[], IoUTracker] | None:
     return lambda: IoUTracker(track.iou_threshold, track.max_age, track.vote_window, track.method)
 
 
-def build_sinks(config: AppConfig, sources: Sequence[Source]) -> tuple[list[list[Sink]], list[Sink]]:
+def build_sinks(config: AppConfig, sources: Sequence[Source], numbers: Sequence[int] | None = None,
+                total: int | None = None) -> tuple[list[list[Sink]], list[Sink]]:
     """Per-source JSON/video sinks (paths suffixed by source number when several) and the
-    shared preview."""
+    shared preview.
+
+    Args:
+        numbers, total: each source's number in its paths, out of how many sources (default: its
+            ``source_id`` out of ``len(sources)``): a worker process running some of a run's sources
+            (``pipeline.processes``) names their files as the whole run does.
+    """
+    numbers = list(numbers) if numbers is not None else [s.source_id for s in sources]
+    total = total if total is not None else len(sources)
     out: list[list[Sink]] = [[] for _ in sources]
     shared: list[Sink] = []
     try:
         for source in sources:
             if config.sinks.json_path is not None:
-                path = output_path(config.sinks.json_path, source.source_id, len(sources))
+                path = output_path(config.sinks.json_path, numbers[source.source_id], total)
                 out[source.source_id].append(JsonSink(path, source.uri))
             if config.sinks.video is not None:
                 if source.still:
                     raise GesturekitError(f"{source.uri}: an annotated video needs a video source, not images")
-                path = output_path(config.sinks.video, source.source_id, len(sources))
+                path = output_path(config.sinks.video, numbers[source.source_id], total)
                 out[source.source_id].append(VideoSink(path, source.fps))
         if config.sinks.preview_port is not None:
             shared.append(PreviewServer(config.sinks.preview_port, len(sources)))
@@ -519,12 +528,16 @@ def run_app(
     *,
     sources: Sequence[Source] | None = None,
     emit: Callable[[str], None] = print,
+    numbers: Sequence[int] | None = None,
+    total: int | None = None,
 ) -> list[SourceReport]:
     """Run the cascade app over the config's sources to their end; return a report per source.
 
     Args:
         sources: already opened with :func:`open_sources` (opened here when ``None``).
         emit: where FPS lines and the preview address go.
+        numbers, total: the sources' numbers in the output paths and FPS lines, out of how many
+            (:func:`build_sinks`).
 
     Raises:
         GesturekitError: no source, a source missing/unreadable, or an output that cannot be
@@ -533,7 +546,7 @@ def run_app(
     """
     sources = list(sources) if sources is not None else open_sources(config)
     try:
-        sinks, shared = build_sinks(config, sources)
+        sinks, shared = build_sinks(config, sources, numbers, total)
     except BaseException:
         for source in sources:
             source.close()
@@ -546,7 +559,8 @@ def run_app(
         sources, cascade, sinks, shared_sinks=shared, tracker=tracker_factory(config), max_frames=mux.max_frames,
         queue_size=mux.queue_size, live_queue_size=mux.live_queue_size,
         batch_timeout_s=mux.batch_timeout_s,
-        perf=PerfMeter(config.sources, config.sinks.perf_interval_s, emit), detect_workers=config.primary.workers,
+        perf=PerfMeter(config.sources, config.sinks.perf_interval_s, emit, labels=numbers),
+        detect_workers=config.primary.workers,
     )
     try:
         return app.run()

@@ -357,11 +357,13 @@ class PreviewServer:
 
 class PerfMeter:
     """Per-source FPS, printed every ``interval_s`` like DeepStream's perf measurement:
-    ``**PERF: <fps over the interval> (<fps since start>)`` per source."""
+    ``**PERF: <fps over the interval> (<fps since start>)`` per source, after its number (``labels``, default
+    its position: a worker process that runs some of a run's sources prints their numbers in the run)."""
 
     def __init__(self, uris: Sequence[str], interval_s: float, emit: Callable[[str], None] = print,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, labels: Sequence[int] | None = None) -> None:
         self.uris = list(uris)
+        self.labels = list(labels) if labels is not None else list(range(len(self.uris)))
         self.interval_s = interval_s
         self.emit = emit
         self.clock = clock
@@ -396,7 +398,8 @@ class PerfMeter:
         span = max(now - self.last_report, 1e-9)
         elapsed = max(now - self.start, 1e-9)
         self.recent = [n / span for n in self.window]
-        fields = [f"{i}: {self.recent[i]:.2f} ({self.total[i] / elapsed:.2f})" for i in range(len(self.uris))]
+        fields = [f"{label}: {self.recent[i]:.2f} ({self.total[i] / elapsed:.2f})"
+                  for i, label in enumerate(self.labels)]
         self.emit("**PERF: " + "\t".join(fields))
         self.window = [0] * len(self.uris)
         self.last_report = now
