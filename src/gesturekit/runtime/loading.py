@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, Unpack
 
 from gesturekit.config.app import RefineBoxes
 from gesturekit.errors import GesturekitError
@@ -30,7 +30,21 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "triton": ("gesturekit.runtime.triton_backend:triton_backend", "serve"),
 }
 """Backend name -> ``("module:factory", the pip extra that installs its library)``; the factory, imported on
-first use, is called as ``factory(name_or_path, device=, threads=, half=, **options) -> Backend``."""
+first use, is called as ``factory(name_or_path, **BackendOptions) -> Backend``."""
+
+
+class BackendOptions(TypedDict, total=False):
+    """How a backend runs its model, passed through the load functions to its factory as keywords (the
+    factory's defaults, CPU, its own thread count and full precision, apply to those left out)."""
+
+    device: str
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (onnxruntime: the CUDA execution provider)."""
+    threads: int | None
+    """CPU threads (onnxruntime intra-op threads; torch: ``torch.set_num_threads``)."""
+    half: bool
+    """FP16 inference (torch backend on CUDA only)."""
+    url: str | None
+    """The server of a serving backend (triton)."""
 
 
 def backend_for(model: str | Path, backend: BackendName | None = None) -> BackendName:
@@ -67,22 +81,10 @@ def resolve_model_file(name_or_path: str | Path, backend: BackendName) -> Path:
     return path
 
 
-def load_backend(
-    name_or_path: str | Path,
-    backend: BackendName = "onnxruntime",
-    device: str = "cpu",
-    threads: int | None = None,
-    half: bool = False,
-    **options: Any,
-) -> Backend:
-    """A backend over the model named by ``name_or_path`` (see module docstring).
-
-    Args:
-        backend: a name in ``BACKENDS``.
-        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (onnxruntime: the CUDA execution provider).
-        threads: CPU threads (onnxruntime intra-op threads; torch: ``torch.set_num_threads``).
-        half: FP16 inference (torch backend on CUDA only).
-        **options: backend-specific (e.g. a server's ``url``).
+def load_backend(name_or_path: str | Path, backend: BackendName = "onnxruntime",
+                 **options: Unpack[BackendOptions]) -> Backend:
+    """The ``backend`` (a name in ``BACKENDS``) over the model named by ``name_or_path`` (see module
+    docstring), run as ``options`` say.
 
     Raises:
         GesturekitError: an unknown backend, one whose library is not installed (naming its extra), or a
@@ -93,8 +95,7 @@ def load_backend(
     target, extra = BACKENDS[backend]
     module, _, name = target.partition(":")
     try:
-        return getattr(import_module(module), name)(name_or_path, device=device, threads=threads, half=half,
-                                                    **options)
+        return getattr(import_module(module), name)(name_or_path, **options)
     except ModuleNotFoundError as exc:
         if extra is None:
             raise
@@ -135,36 +136,28 @@ def torch_backend(name_or_path: str | Path, device: str = "cpu", threads: int | 
 def load_detector(
     name_or_path: str | Path,
     backend: BackendName = "onnxruntime",
-    device: str = "cpu",
-    threads: int | None = None,
-    half: bool = False,
+    *,
     score_threshold: float | None = None,
     verifier: str | Path | None = None,
     candidate_threshold: float = 0.1,
     trust_threshold: float = 0.6,
     verifier_weight: float = 0.3,
     refine_boxes: RefineBoxes = "doubtful",
-    **options: Any,
+    **options: Unpack[BackendOptions],
 ) -> HandDetector:
-    """A ``HandDetector`` (arguments as ``load_backend``; ``score_threshold`` overrides the model's),
+    """A ``HandDetector`` (model and backend as ``load_backend``; ``score_threshold`` overrides the model's),
     with ``verifier`` (a hand-vs-background classifier, loaded like the detector) as its second
     stage when given: the detector's candidates scoring from ``candidate_threshold`` to under
     ``trust_threshold`` are rescored (``verifier_weight``: its share of the new score), and those
     ``refine_boxes`` names moved by its box head (``runtime.verifier.HandVerifier``)."""
     second = None
     if verifier is not None:
-        second = HandVerifier(load_classifier(verifier, backend, device, threads, half, **options),
+        second = HandVerifier(load_classifier(verifier, backend, **options),
                               candidate_threshold, trust_threshold, verifier_weight, refine_boxes)
-    return HandDetector(load_backend(name_or_path, backend, device, threads, half, **options), score_threshold, second)
+    return HandDetector(load_backend(name_or_path, backend, **options), score_threshold, second)
 
 
-def load_classifier(
-    name_or_path: str | Path,
-    backend: BackendName = "onnxruntime",
-    device: str = "cpu",
-    threads: int | None = None,
-    half: bool = False,
-    **options: Any,
-) -> GestureClassifier:
+def load_classifier(name_or_path: str | Path, backend: BackendName = "onnxruntime",
+                    **options: Unpack[BackendOptions]) -> GestureClassifier:
     """A ``GestureClassifier`` (arguments as ``load_backend``)."""
-    return GestureClassifier(load_backend(name_or_path, backend, device, threads, half, **options))
+    return GestureClassifier(load_backend(name_or_path, backend, **options))
