@@ -21,10 +21,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from common import DATA, REPO, RESULTS
+
 from gesturekit.io import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "mutation_check.json"
+OUT = RESULTS / "mutation_check.json"
 TESTS = ["tests/test_geometry_contracts.py", "tests/test_label_roundtrip.py", "tests/test_metrics_contracts.py"]
 WIDEN = "gesturekit/data/crops.py"
 GEOMETRY = "gesturekit/data/geometry.py"
@@ -119,7 +120,7 @@ def committed_tree(dest: Path) -> str:
 def run_tests(root: Path) -> tuple[bool, str | None]:
     """The contract tests against the package under ``root``: (passed, the first failing test)."""
     env = {**os.environ, "PYTHONPATH": str(root / "src"),
-           "GESTUREKIT_DATA": os.environ.get("GESTUREKIT_DATA", str(REPO.parent / "shared" / "data"))}
+           "GESTUREKIT_DATA": str(DATA)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:warnings",
                            "--hypothesis-seed=0", *TESTS], cwd=root, env=env, capture_output=True, text=True)
     failed = [line.split(" - ")[0].removeprefix("FAILED ") for line in proc.stdout.splitlines()
@@ -161,9 +162,9 @@ def main() -> None:
             results.append({"mutation": name, "file": f"src/{rel}", "caught": caught, "failing_test": by})
             print(f"{'caught' if caught else 'MISSED'}  {name}  {by or ''}", flush=True)
     missed = [r["mutation"] for r in results if not r["caught"]]
-    atomic_write_json(RESULTS, {"commit": commit, "tests": TESTS, "mutations": len(results),
-                                "caught": len(results) - len(missed), "missed": missed, "results": results})
-    print(f"{len(results) - len(missed)} of {len(results)} mutations caught; {RESULTS}")
+    atomic_write_json(OUT, {"commit": commit, "tests": TESTS, "mutations": len(results),
+                            "caught": len(results) - len(missed), "missed": missed, "results": results})
+    print(f"{len(results) - len(missed)} of {len(results)} mutations caught; {OUT}")
 
 
 if __name__ == "__main__":
