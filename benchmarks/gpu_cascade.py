@@ -1,6 +1,6 @@
 """The batched GPU cascade (``pipeline/gpu_cascade.py``) against the hardware, on one GPU.
 
-Run on the GPU machine (``JOBS=gpu_cascade bash benchmarks/gpu/device_job.sh``, which says what to carry);
+Run on the GPU machine (``JOBS=gpu_cascade bash tools/gpu/device_job.sh``, which says what to carry);
 saves ``--out`` (default ``benchmarks/results/gpu_cascade.json``):
 
 1. ``parity``: whether the device resizes as the CPU path, bit for bit; on every frame of the portrait clip and of its 640x480 copy, the GPU cascade (FP32 and FP16)

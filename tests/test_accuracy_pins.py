@@ -6,7 +6,7 @@ agree up to ONNX Runtime's rounding. The tolerances below (about one of the 125 
 that rounding through and fail on anything that moves a box: a changed resize, a shifted coordinate,
 a decoding or NMS change, a model file swapped. The classifiers run on a fixed subset of the held-out
 HaGRID crops (the first ``CROPS_PER_FOLDER`` of each folder's seeded 15% hold-out, packed as
-``benchmarks/gpu/make_packs.sh`` packs the full test set), where the tolerance is a binomial one.
+``tools/gpu/make_packs.sh`` packs the full test set), where the tolerance is a binomial one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The torch backend on a CUDA GPU against the same weights on the CPU, on real frames: FP32 and FP16, CUDA graphs
 against eager calls, the classifier, an accuracy pin and the app on a real clip.
 
-Skipped where CUDA is absent (CI); ``bash benchmarks/gpu/run_gpu_tests.sh`` runs them on the GPU machine.
+Skipped where CUDA is absent (CI); ``bash tools/gpu/run_gpu_tests.sh`` runs them on the GPU machine.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluate the shipped zoo models on held-out real data; write each model's eval.json.
 
-    bash benchmarks/gpu/make_packs.sh      # once: KITTI datasets under work/, test packs under .pack/
+    bash tools/gpu/make_packs.sh      # once: KITTI datasets under work/, test packs under .pack/
     python tools/release/evaluate_zoo.py
     python tools/release/models_doc.py     # docs/models.md from the new eval.json files
 

@@ -176,7 +176,7 @@ MINE_HELP = (
     "\n\nWrites a KITTI dataset with the split's images, their own boxes, and up to --max-per-image "
     "detections (of all --model detectors pooled, best first, near-duplicates dropped) whose IoU with "
     "every box is below --iou-below, labelled background. Pack it with --kind classification to train "
-    "a verifier (benchmarks/gpu/make_packs.sh)."
+    "a verifier (tools/gpu/make_packs.sh)."
     "\n\nExample: gesturekit data mine work/egohands --split train -m hand-detector "
     "-m hand-detector-pruned-int8 -o work/verifier/egohands"
 )

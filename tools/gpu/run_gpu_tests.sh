@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU tests (tests/test_gpu.py: CUDA FP32 / FP16 against the CPU, CUDA graphs against eager calls, the
 # classifier, the EgoHands accuracy pin and the app on a real clip), which CI skips for want of CUDA.
-#   bash benchmarks/gpu/run_gpu_tests.sh stage   # on this machine: the real data they read -> .pack/gpu_test_data
-#   bash benchmarks/gpu/run_gpu_tests.sh         # on the GPU machine, from the repository root, carrying
+#   bash tools/gpu/run_gpu_tests.sh stage   # on this machine: the real data they read -> .pack/gpu_test_data
+#   bash tools/gpu/run_gpu_tests.sh         # on the GPU machine, from the repository root, carrying
 #                                                # .pack/gpu_test_data and .whl (wheels the machine lacks, as for
 #                                                # device_job.sh: PyAV, pytest, hypothesis); JUnit XML in $OUT
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU job in one call of the device machine, from the repository root, carrying .whl and the
-# packs under .pack/gpu (benchmarks/gpu/make_packs.sh). JOBS picks the steps, run in order:
+# packs under .pack/gpu (tools/gpu/make_packs.sh). JOBS picks the steps, run in order:
 #   detector    train hand detector v1 (hand_detector.yaml) from ImageNet on every GPU (DDP through torchrun)
 #   v2          fine-tune v1 into hand-detector v2 (hand_detector_v2.yaml; carry its init file)
 #   v3          fine-tune v2 into hand-detector v3 (hand_detector_v3.yaml; carry its init file)
@@ -42,7 +42,7 @@ name_of() { case $1 in *.yaml) basename "$1" .yaml;; detector) echo hand-detecto
   *) echo "hand-detector-$1";; esac; }
 train() {  # train JOB NPROC: one training run, its log in $RUNS
   local job=$1 name; name=$(name_of "$1")
-  timeout "$TRAIN_LIMIT" torchrun --standalone --nproc_per_node "$2" benchmarks/gpu/train.py "$(task_of "$job")" \
+  timeout "$TRAIN_LIMIT" torchrun --standalone --nproc_per_node "$2" tools/gpu/train.py "$(task_of "$job")" \
     "$(spec_of "$job")" "$RUNS/$name" $TRAIN_ARGS > "$RUNS/$name.log" 2>&1
   echo "$job exit $?"; tail -n 2 "$RUNS/$name.log"
 }

@@ -1,6 +1,6 @@
 """Train a zoo model on the GPU machine without the full CLI (which also imports the inference stack).
 
-    torchrun --standalone --nproc_per_node N benchmarks/gpu/train.py detector SPEC RESULTS [KEY=VALUE ...]
+    torchrun --standalone --nproc_per_node N tools/gpu/train.py detector SPEC RESULTS [KEY=VALUE ...]
 """
 
 import sys
