@@ -1,8 +1,10 @@
 """Write docs/models.md, and the shipped-models table of README.md, from the zoo's own files.
 
 Every figure comes from a zoo model's ``eval.json`` (written by ``tools/release/evaluate_zoo.py`` and
-``tools/release/write_zoo_entry.py``) and its ``model.onnx``, so the documentation cannot drift from what ships;
-``tests/test_models_doc.py`` checks that both regenerate identically.
+``tools/release/write_zoo_entry.py``), its ``model.onnx`` and its ``throughput.json`` (``gesturekit models card
+NAME --measure``), so the documentation cannot drift from what ships; ``tests/test_models_doc.py`` checks that
+both regenerate identically. The speeds are those of one machine that measured every model: figures of different
+machines or runs do not compare.
 
     python tools/release/models_doc.py           # rewrite docs/models.md and the README's table
     python tools/release/models_doc.py --check   # exit 1 when either is stale
@@ -12,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from gesturekit.evaluation.throughput import read_throughput
 from gesturekit.io import atomic_write_text
 from gesturekit.models.metadata import read_onnx_metadata
 from gesturekit.models.zoo import zoo_names, zoo_path
@@ -43,23 +45,32 @@ def _eval(name: str) -> dict[str, Any]:
     return json.loads((zoo_path(name) / "eval.json").read_text())
 
 
-def _latency(name: str, evals: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Median CPU latency of the model call: its own eval.json's, else the reference timing that a model derived
-    from it recorded in the same run (its ``fp32_median_ms`` / ``unpruned_median_ms``)."""
-    own = evals[name].get("latency")
-    if isinstance(own, dict):
-        return {"ms": own["median_ms"], "device": own["device"], "threads": own["threads"], "from": name}
-    for other, data in evals.items():
-        latency = data.get("latency")
-        if isinstance(latency, dict) and (data.get("source") or {}).get("model") == name:
-            reference = latency.get("fp32_median_ms", latency.get("unpruned_median_ms"))
-            return {"ms": reference, "device": latency["device"], "threads": latency["threads"], "from": other}
-    return None
+Speeds = dict[str, dict[int, dict[str, Any]]]
+"""Model name -> batch size -> its ``throughput.json`` row on the machine of the tables."""
 
 
-def _machine(device: str) -> str:
-    """``"Intel(R) Xeon(R) Processor, ONNX Runtime 1.32.0"`` -> ``"Intel Xeon"``."""
-    return " ".join(re.sub(r"\((R|TM)\)|Processor", " ", device.split(",")[0]).split())
+def _speeds(names: list[str]) -> tuple[str, Speeds]:
+    """The machine that measured every zoo model (of several, the one measured last) and each model's rows there."""
+    rows = {name: read_throughput(zoo_path(name)) for name in names}
+    common = set.intersection(*({r["machine"] for r in found} for found in rows.values()))
+    if not common:
+        sys.exit("no machine measured every zoo model: run `gesturekit models card NAME --measure` for each on one")
+    machine = max(common, key=lambda m: (max(r["measured"] for found in rows.values() for r in found
+                                             if r["machine"] == m), m))
+    return machine, {name: {r["batch"]: r for r in found if r["machine"] == machine} for name, found in rows.items()}
+
+
+def _speed_note(machine: str, speeds: Speeds) -> str:
+    """One sentence naming the machine, the runtime and the dates of the speeds."""
+    found = [r for by_batch in speeds.values() for r in by_batch.values()]
+    threads = " / ".join(sorted({str(r["threads"]) for r in found}))
+    dates = ", ".join(sorted({r["measured"] for r in found}))
+    return (f"CPU ms: the model call on one input (1000 / its images/s at batch 1), ONNX Runtime with {threads} "
+            f"threads on one machine, {machine}, measured {dates} (each model's `throughput.json`).")
+
+
+def _cpu_ms(by_batch: dict[int, dict[str, Any]]) -> str:
+    return f"{1000 / by_batch[1]['images_per_s']:.1f}" if 1 in by_batch else "-"
 
 
 def _fmt(value: Any) -> str:
@@ -77,20 +88,19 @@ def _what(name: str, data: dict[str, Any]) -> str:
     return ""
 
 
-def _rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+def _rows(evals: dict[str, dict[str, Any]], speeds: Speeds) -> list[dict[str, str]]:
     rows = []
     for name, data in evals.items():
         onnx = zoo_path(name) / "model.onnx"
         meta = read_onnx_metadata(onnx)
         size = int(meta["input_size"])
-        latency = _latency(name, evals)
         task = "hand verification" if _what(name, data) else {"detection": "hand detection",
                                                                 "classification": "gesture classification"}[meta["task"]]
         rows.append({
             "model": f"`{name}`", "task": task,
             "input": f"{size}x{size * 3 // 4} frame" if meta["task"] == "detection" else f"{size}x{size} crop",
             "accuracy": " ".join(filter(None, (_what(name, data), _accuracy(data)))),
-            "CPU ms": "-" if latency is None else f"{latency['ms']:.1f} ({_machine(latency['device'])})",
+            "CPU ms": _cpu_ms(speeds[name]),
             "MB": f"{onnx.stat().st_size / 1e6:.1f}",
         })
     return rows
@@ -104,12 +114,14 @@ def _markdown_table(rows: list[dict[str, str]]) -> str:
 
 
 def models_table() -> str:
-    """The shipped models, one row each: task, input, accuracy on the named test sets, CPU latency, ONNX size."""
+    """The shipped models, one row each: task, input, accuracy on the named test sets, CPU latency, ONNX size;
+    then the machine of the latencies."""
     evals = {name: _eval(name) for name in zoo_names()}
-    return _markdown_table(_rows(evals))
+    machine, speeds = _speeds(list(evals))
+    return _markdown_table(_rows(evals, speeds)) + "\n\n" + _speed_note(machine, speeds)
 
 
-def _details(name: str, evals: dict[str, dict[str, Any]]) -> list[str]:
+def _details(name: str, evals: dict[str, dict[str, Any]], speeds: Speeds) -> list[str]:
     data = evals[name]
     columns = DETAIL_COLUMNS[data["task"]]
     lines = [f"## {name}", ""]
@@ -127,11 +139,9 @@ def _details(name: str, evals: dict[str, dict[str, Any]]) -> list[str]:
         against = key.split("_diff_points_vs_")[1].replace("_", " ")
         lines += ["", f"Against the {against} model, in points: "
                   + ", ".join(f"{d} {v:+.2f}" for d, v in values.items()) + "."]
-    latency = _latency(name, evals)
-    if latency is not None:
-        where = "" if latency["from"] == name else f" (timed as the reference of `{latency['from']}`)"
-        lines += ["", f"CPU latency of the model call: median {latency['ms']:.2f} ms, {latency['threads']} threads, "
-                  f"{latency['device']}{where}."]
+    if speeds[name]:
+        lines += ["", "CPU throughput (the machine above): " + ", ".join(
+            f"{r['images_per_s']:,.1f} images/s at batch {batch}" for batch, r in sorted(speeds[name].items())) + "."]
     source = data.get("source") or {}
     if source.get("model"):
         lines += ["", f"Made from `{source['model']}`: "
@@ -146,15 +156,16 @@ def _details(name: str, evals: dict[str, dict[str, Any]]) -> list[str]:
 def models_doc() -> str:
     """docs/models.md: the table, then each model's figures per test set."""
     evals = {name: _eval(name) for name in zoo_names()}
+    machine, speeds = _speeds(list(evals))
     lines = ["# Shipped models", "",
-             "Generated by `python tools/release/models_doc.py` from each zoo model's `eval.json` and `model.onnx`",
-             "(`src/gesturekit/models/zoo/<name>/`); do not edit by hand. Test sets: the test splits of EgoHands,",
-             "the HaGRID frames (every annotated hand), hands_yolo, and for the classifiers the held-out 15% of the",
-             "HaGRID crops and crops of the HaGRID test frames. CPU ms: the model call alone (ONNX Runtime), on",
-             "the machine each model's section names. `gesturekit models card NAME` prints a model's full card.", "",
-             _markdown_table(_rows(evals)), ""]
+             "Generated by `python tools/release/models_doc.py` from each zoo model's `eval.json`, `model.onnx` and",
+             "`throughput.json` (`src/gesturekit/models/zoo/<name>/`); do not edit by hand. Test sets: the test splits",
+             "of EgoHands, the HaGRID frames (every annotated hand), hands_yolo, and for the classifiers the held-out",
+             "15% of the HaGRID crops and crops of the HaGRID test frames. `gesturekit models card NAME` prints a",
+             "model's full card.", "",
+             _markdown_table(_rows(evals, speeds)), "", _speed_note(machine, speeds), ""]
     for name in evals:
-        lines += _details(name, evals)
+        lines += _details(name, evals, speeds)
     return "\n".join(lines)
 
 
