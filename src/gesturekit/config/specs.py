@@ -155,12 +155,22 @@ class DetectionAugmentation(StrictModel):
     more hands and backgrounds per sample, and frames of different datasets side by side."""
 
 
-class DetectorModel(StrictModel):
-    arch: str = "detectnet_v2"
+class ModelSection(StrictModel):
+    """What every spec's ``model`` section says: the architecture, its backbone and how it is initialised
+    (``training.common.init_model``)."""
+
+    arch: str
     backbone: Backbone = "mobilenet_v2"
     pretrained: bool = True
+    """ImageNet weights for the backbone, when no ``pretrained_model_file`` is given."""
     pretrained_model_file: ExistingPath | None = None
+    """A checkpoint whose matching weights start the training."""
     load_graph: bool = False
+    """Retrain ``pretrained_model_file``'s own graph (a pruned model's widths) rather than build ``arch``."""
+
+
+class DetectorModel(ModelSection):
+    arch: str = "detectnet_v2"
     head_channels: PositiveInt = 64
     strides: list[Literal[4, 8, 16, 32]] = Field(default_factory=lambda: [8])
     context_stride: Literal[16, 32] | None = None
@@ -263,12 +273,8 @@ class ClassificationAugmentation(StrictModel):
     color_jitter: ColorJitter = ColorJitter()
 
 
-class ClassifierModel(StrictModel):
+class ClassifierModel(ModelSection):
     arch: str = "gesturenet"
-    backbone: Backbone = "mobilenet_v2"
-    pretrained: bool = True
-    pretrained_model_file: ExistingPath | None = None
-    load_graph: bool = False
     dropout: Fraction = 0.2
     box_class: str | None = None
     """Also regress the box of this class's object from the crop (a hand verifier that refines

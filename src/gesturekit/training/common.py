@@ -11,7 +11,7 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from gesturekit.config.specs import Training, source_splits
+from gesturekit.config.specs import ModelSection, Training, source_splits
 from gesturekit.data.transforms import keep_frame
 from gesturekit.engine.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gesturekit.engine.distributed import RuntimeContext, init_runtime, make_loader
@@ -23,7 +23,7 @@ from gesturekit.models.pretrained import load_matching, read_state_dict
 console = Console(stderr=True)
 
 
-def init_model(model_spec: Any, kwargs: dict[str, Any], is_main: bool) -> nn.Module:
+def init_model(model_spec: ModelSection, kwargs: dict[str, Any], is_main: bool) -> nn.Module:
     """The model of a spec's ``model`` section, initialised as it says: a pruned graph to retrain
     (``load_graph``: the checkpoint's widths and weights, this spec's ``kwargs``), a user checkpoint
     (``pretrained_model_file``) or ImageNet weights."""
