@@ -1,5 +1,11 @@
 """The exceptions that the CLI turns into one-line messages and an exit code."""
 
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
 MAX_LINE = 300  # characters of a message line; the middle of a longer one is cut out
 
 
@@ -28,3 +34,14 @@ class UsageError(GesturekitError):
     """A command that cannot run as given (an output over an input, say): exit code 2, as for a bad option."""
 
     exit_code = 2
+
+
+def save_traceback(header: str) -> Path:
+    """Write the traceback of the exception being handled, under ``header`` (the command that raised it), to a
+    new file in the temporary folder: what the one line of an unexpected error names, in any process."""
+    folder = Path(tempfile.gettempdir()) / "gesturekit"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(dir=folder, prefix=time.strftime("traceback-%Y%m%d-%H%M%S-"), suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{header}\n\n{traceback.format_exc()}")
+    return Path(path)

@@ -10,6 +10,7 @@ from gesturekit.cli.signals import exit_at_once_on_signals
 from gesturekit.config.app import load_app_config
 from gesturekit.pipeline.app import Interrupted, SourceReport, open_sources
 from gesturekit.pipeline.outputs import check_outputs, input_paths, planned_outputs
+from gesturekit.pipeline.processes import WorkersFailed, process_count, run_processes
 from gesturekit.pipeline.recognizer import GestureRecognizer, configure
 
 
@@ -42,6 +43,11 @@ OUT_JSON_HELP = (
     '{"bbox": \\[x1, y1, x2, y2], "score", "gesture", "gesture_score", "track_id"} in pixels of the '
     "original frame. With several sources, one file per source: preds.jsonl becomes "
     "preds.0.jsonl, preds.1.jsonl, ... numbered in SOURCE order."
+)
+PROCESSES_HELP = (
+    "Worker processes to split the sources between, each source whole in one; the outputs are the one-process "
+    "run's. (default: with --device cuda and several sources, one per GPU, those CUDA_VISIBLE_DEVICES names "
+    "or else nvidia-smi -L lists; otherwise 1, as with --preview-port)"
 )
 OUT_VIDEO_HELP = (
     "Write the annotated video (boxes, gestures, track ids, FPS). With several sources, one file "
@@ -99,6 +105,7 @@ def infer(
     precision: Annotated[Optional[PrecisionChoice], typer.Option(
         help="Weights and inputs of the torch backend on CUDA. (default: fp16 there, else fp32)",
         show_default=False)] = None,
+    processes: Annotated[Optional[int], typer.Option(min=1, help=PROCESSES_HELP, show_default=False)] = None,
     out_json: Annotated[Optional[Path], typer.Option(help=OUT_JSON_HELP, show_default=False)] = None,
     out_video: Annotated[Optional[Path], typer.Option(help=OUT_VIDEO_HELP, show_default=False)] = None,
     preview_port: Annotated[Optional[int], typer.Option(
@@ -171,23 +178,34 @@ def infer(
         streammux__max_frames=max_frames,
     )
     echo = (lambda line: None) if quiet else (lambda line: typer.echo(line, err=True))
+    workers = process_count(cfg, processes)
     opened = open_sources(cfg)
     try:
         check_outputs(planned_outputs(cfg, len(opened)), input_paths(cfg, opened, config))
         if url is not None and cfg.primary.backend != "triton":
             raise typer.BadParameter("--url is for --backend triton", param_hint="--url")
-        recognizer = GestureRecognizer(config=cfg, url=url)
+        recognizer = GestureRecognizer(config=cfg, url=url) if workers == 1 else None
     except BaseException:
         for source in opened:
             source.close()
         raise
+    if recognizer is None:
+        for source in opened:  # checked here; each worker opens its own
+            source.close()
     exit_at_once_on_signals()  # what the app restores when it returns: no window for a late Ctrl-C
     try:
-        reports = recognizer.run(opened, emit=echo)
+        if recognizer is None:
+            reports = run_processes(cfg, workers, url=url, emit=echo)
+        else:
+            reports = recognizer.run(opened, emit=echo)
     except Interrupted as stop:
         for report in stop.reports:
             echo(_summary(report))
         echo(f"{stop}: outputs hold every frame processed")
         raise typer.Exit(128 + stop.signum) from None
+    except WorkersFailed as failed:
+        for report in failed.reports:
+            echo(_summary(report))
+        raise
     for report in reports:
         echo(_summary(report))

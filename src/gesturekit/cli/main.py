@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-import time
-import traceback
-from pathlib import Path
 from typing import NoReturn
 
 import typer
 
 from gesturekit.cli.signals import exit_at_once_on_signals
-from gesturekit.errors import GesturekitError
+from gesturekit.errors import GesturekitError, save_traceback
 
 app = typer.Typer(
     name="gesturekit",
@@ -58,16 +53,6 @@ def _missing_extra(exc: BaseException) -> str | None:
     return EXTRAS.get((name or "").partition(".")[0])
 
 
-def _save_traceback() -> Path:
-    """Write the current exception's traceback to a new file under the temporary folder."""
-    folder = Path(tempfile.gettempdir()) / "gesturekit"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, path = tempfile.mkstemp(dir=folder, prefix=time.strftime("traceback-%Y%m%d-%H%M%S-"), suffix=".txt")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f"gesturekit {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
-    return Path(path)
-
-
 def _fail(message: str, code: int) -> NoReturn:
     for line in message.splitlines() or [""]:
         typer.secho(f"error: {line}", err=True, fg="red")
@@ -92,7 +77,7 @@ def main() -> None:
         if extra := _missing_extra(exc):
             _fail(f"gesturekit {sys.argv[1] if len(sys.argv) > 1 else ''} needs: pip install 'gesturekit[{extra}]'", 1)
         try:
-            saved = f"traceback saved to {_save_traceback()}"
+            saved = f"traceback saved to {save_traceback('gesturekit ' + ' '.join(sys.argv[1:]))}"
         except OSError as save_error:
             saved = f"traceback not saved: {save_error}"
         _fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} ({saved})", 1)
