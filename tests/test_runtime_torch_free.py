@@ -14,6 +14,9 @@ import torch
 from scipy.optimize import linear_sum_assignment as scipy_assignment
 from torchvision.transforms.v2 import functional as F
 
+from gesturekit.data.geometry import PAD_STRIDE, letterbox_geometry
+from gesturekit.images import read_rgb
+from gesturekit.models.postprocess import nms
 from gesturekit.models.zoo import ONNX, zoo_path
 from gesturekit.pipeline.tracker import linear_sum_assignment
 from gesturekit.runtime.onnxruntime_backend import OnnxRuntimeBackend, optimized_graph_path
@@ -86,14 +89,72 @@ def test_a_base_install_runs_infer_and_names_the_extra_other_commands_need(tmp_p
     assert done.returncode == 1 and done.stderr.strip().endswith("needs torch: pip install 'gesturekit[train]'")
 
 
-@pytest.mark.parametrize("size", [(1080, 620, 496, 285), (480, 640, 352, 448), (360, 640, 306, 544), (37, 50, 64, 64),
-                                  (600, 500, 128, 128), (2000, 1500, 96, 72), (100, 100, 100, 50), (100, 90, 40, 90)])
+def torchvision_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """What training and evaluation feed the models: torchvision's antialiased resize of a uint8 image."""
+    resized = F.resize(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), [height, width], antialias=True)
+    return resized.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("size", [(1080, 620, 496, 285), (1080, 620, 366, 210), (480, 640, 352, 448),
+                                  (360, 640, 306, 544), (37, 50, 64, 64), (600, 500, 128, 128), (2000, 1500, 96, 72),
+                                  (100, 100, 100, 50), (100, 90, 40, 90), (1, 1, 160, 160), (3, 200, 1, 7),
+                                  (641, 641, 160, 160), (643, 640, 160, 160), (1700, 999, 160, 160), (161, 159, 160, 160)])
 def test_resize_is_torchvisions_bit_for_bit(size: tuple[int, int, int, int]) -> None:
     height, width, new_h, new_w = size
     image = np.random.default_rng(height * width).integers(0, 256, (height + 9, width + 7, 3), dtype=np.uint8)
     crop = image[5:5 + height, 3:3 + width]  # a strided view, as the classifier's crops are
-    expected = F.resize(torch.from_numpy(crop.copy()).permute(2, 0, 1), [new_h, new_w], antialias=True)
-    assert np.array_equal(resize(crop, new_h, new_w), expected.permute(1, 2, 0).numpy())
+    assert np.array_equal(resize(crop, new_h, new_w), torchvision_resize(crop, new_h, new_w))
+    extremes = np.where(crop > 127, 255, 0).astype(np.uint8)  # the largest fixed-point sums, and 0s beside them
+    assert np.array_equal(resize(extremes, new_h, new_w), torchvision_resize(extremes, new_h, new_w))
+
+
+def test_resize_is_torchvisions_on_random_sizes() -> None:
+    """Shrinking up to 4x (float32 sums), past it (float64) and enlarging, each axis apart, at odd sizes."""
+    rng = np.random.default_rng(25)
+    for _ in range(60):
+        height, width = (int(v) for v in rng.integers(1, 700, 2))
+        new_h, new_w = (int(v) for v in rng.integers(1, 400, 2))
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        assert np.array_equal(resize(image, new_h, new_w), torchvision_resize(image, new_h, new_w)), (height, width,
+                                                                                                     new_h, new_w)
+
+
+def test_resize_is_torchvisions_on_real_frames(data_root: Path) -> None:
+    """The clip's frames at the detector's input sizes, and hand-sized crops of them at the classifier's."""
+    import av
+
+    with av.open(str(data_root / "video" / "asl_hand.25fps.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for _, frame in zip(range(40), container.decode(video=0))]
+    frames = frames[::4] + [np.asarray(read_rgb(p)) for p in sorted((data_root / "hagrid" / "frames").glob("*.jpg"))[:4]]
+    rng = np.random.default_rng(0)
+    for frame in frames:
+        height, width = frame.shape[:2]
+        for input_size in (320, 384, 512):
+            new_h, new_w, *_ = letterbox_geometry(height, width, input_size, PAD_STRIDE, square=False)
+            assert np.array_equal(resize(frame, new_h, new_w), torchvision_resize(frame, new_h, new_w))
+        x1, y1 = (int(v) for v in rng.integers(0, (width // 2, height // 2)))
+        side = int(rng.integers(20, min(width - x1, height - y1)))
+        crop = frame[y1:y1 + side, x1:x1 + side]
+        assert np.array_equal(resize(crop, 160, 160), torchvision_resize(crop, 160, 160))
+
+
+def test_nms_is_torchvisions() -> None:
+    """Per-class greedy NMS as ``torchvision.ops.batched_nms`` keeps, best first (distinct scores: no ties to order)."""
+    from torchvision.ops import batched_nms
+
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(0, 250))
+        corners = rng.uniform(0, 400, (n, 2))
+        boxes = np.concatenate([corners, corners + rng.uniform(0, 120, (n, 2))], 1).astype(np.float32)
+        if trial % 4 == 0:
+            boxes = boxes.round(-1)  # identical and touching boxes
+        scores = rng.permutation(n).astype(np.float32) / max(n, 1)
+        labels = rng.integers(0, 3, n)
+        threshold = float(rng.choice([0.0, 0.3, 0.5, 0.9]))
+        expected = batched_nms(torch.from_numpy(boxes).double(), torch.from_numpy(scores).double(), torch.from_numpy(labels),
+                               threshold)
+        assert nms(boxes, scores, labels, threshold).tolist() == expected.tolist()
 
 
 def test_normalized_canvas_pads_with_normalised_black() -> None:

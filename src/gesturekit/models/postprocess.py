@@ -29,12 +29,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold
     if len(order) < 2:
         return order
     boxes = np.asarray(boxes, np.float64)
-    shifted = boxes + (np.asarray(labels) * (boxes.max() + 1))[:, None]  # classes never overlap
-    iou = box_iou(shifted[order], shifted[order])
+    shifted = (boxes + (np.asarray(labels) * (boxes.max() + 1))[:, None])[order]  # classes never overlap
     suppressed = np.zeros(len(order), bool)
-    for i in range(len(order)):
-        if not suppressed[i]:
-            suppressed[i + 1:] |= iou[i, i + 1:] > iou_threshold
+    i = 0
+    while i < len(order):  # a kept box against the boxes after it: the IoUs of the others are never read
+        suppressed[i + 1:] |= box_iou(shifted[i:i + 1], shifted[i + 1:])[0] > iou_threshold
+        following = np.flatnonzero(~suppressed[i + 1:])
+        i = i + 1 + int(following[0]) if following.size else len(order)
     return order[~suppressed]
 
 
