@@ -1,10 +1,16 @@
 """Load on ``gesture_cascade`` served by a real Triton server: concurrent clients in a second process send
 real HaGRID and EgoHands frames (encoded JPEG, one per request) for a fixed time, once with dynamic batching
-(max_batch_size 8) and once without (max_batch_size 1). Reports failed requests, throughput, latency
-percentiles, the batch sizes Triton formed (its own metrics) and the server's memory (tritonserver and its
-backend stubs) every few seconds from the end of a full-load warm-up to the end.
+(``--max-batch-size``, default 8) and once without (max_batch_size 1). Reports failed requests, throughput,
+latency percentiles, the batch sizes Triton formed (its own metrics) and the server's memory (tritonserver and
+its backend stubs) every few seconds from the end of a full-load warm-up to the end.
+
+``--device cuda`` serves what ``gesturekit serve --device cuda`` serves (the batched GPU cascade behind Triton's
+dynamic batcher); ``--images DIR`` sends the images of a folder instead of the data sets (on a machine without
+them); ``--protocol grpc`` uses Triton's gRPC client.
 
     python benchmarks/serve_load.py [--clients 32] [--seconds 60] [--out benchmarks/results/serve_load.json]
+    python benchmarks/serve_load.py --device cuda --max-batch-size 64 --clients 128 --protocol grpc \\
+        --images FRAMES --out benchmarks/results/serve_load_gpu.json
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +32,8 @@ from common import DATA, RESULTS, bench_lock, cpu_name
 
 from gesturekit.export.triton import CASCADE, RepositoryOptions, write_repository
 from gesturekit.io import atomic_write_json
-from gesturekit.models.zoo import CPU_MODELS, zoo_path
+from gesturekit.images import IMAGE_SUFFIXES
+from gesturekit.models.zoo import default_models, zoo_path
 from gesturekit.serve.server import Ports, TritonServer
 
 FRAMES_PER_SET = 40
@@ -42,15 +50,26 @@ def frame_files() -> dict[str, list[Path]]:
             "egohands": [DATA / "egohands" / "images" / name for name in egohands]}
 
 
-def client_worker(url: str, images: list[bytes], stop_at: float, start: int, out: list[Any]) -> None:
-    """One client: send the images in turn, one request at a time, until ``stop_at``."""
-    import tritonclient.http as http
+def folder_files(folder: Path) -> dict[str, list[Path]]:
+    """The images of ``folder`` (sorted), as one set."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"{folder}: no images")
+    return {folder.name: files}
 
-    client = http.InferenceServerClient(url, network_timeout=120.0)
+
+def client_worker(url: str, protocol: str, images: list[bytes], stop_at: float, start: int, out: list[Any]) -> None:
+    """One client: send the images in turn, one request at a time, until ``stop_at``."""
+    if protocol == "grpc":
+        import tritonclient.grpc as triton_client
+        client = triton_client.InferenceServerClient(url)
+    else:
+        import tritonclient.http as triton_client  # type: ignore[no-redef]
+        client = triton_client.InferenceServerClient(url, network_timeout=120.0)
     latencies, failures, errors = [], 0, set()
     index = start
     while time.monotonic() < stop_at:
-        tensor = http.InferInput("image", [1, 1], "BYTES")
+        tensor = triton_client.InferInput("image", [1, 1], "BYTES")
         tensor.set_data_from_numpy(np.array([[images[index % len(images)]]], dtype=np.object_))
         began = time.perf_counter()
         try:
@@ -64,12 +83,12 @@ def client_worker(url: str, images: list[bytes], stop_at: float, start: int, out
     out.append((latencies, failures, errors))
 
 
-def run_clients(url: str, files: list[str], clients: int, seconds: float, results: Any) -> None:
+def run_clients(url: str, protocol: str, files: list[str], clients: int, seconds: float, results: Any) -> None:
     """The load process: ``clients`` threads for ``seconds``; puts (latencies, failures, errors, elapsed)."""
     images = [Path(f).read_bytes() for f in files]
     out: list[Any] = []
     began = time.monotonic()
-    threads = [threading.Thread(target=client_worker, args=(url, images, began + seconds, i * 7, out))
+    threads = [threading.Thread(target=client_worker, args=(url, protocol, images, began + seconds, i * 7, out))
                for i in range(clients)]
     for thread in threads:
         thread.start()
@@ -114,24 +133,28 @@ def batch_stats(metrics_url: str) -> dict[str, float]:
     return {"inferences": counter("nv_inference_count"), "executions": counter("nv_inference_exec_count")}
 
 
-def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float) -> dict[str, Any]:
-    models = {key: zoo_path(name) / "model.onnx" for key, name in CPU_MODELS.items()}
+def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float, device: str,
+            protocol: str, instances: int) -> dict[str, Any]:
+    models = {key: zoo_path(name) / "model.onnx" for key, name in default_models("onnxruntime", device).items()}
+    options = RepositoryOptions(max_batch_size=max_batch_size, instances=instances, model_backend="python",
+                                device=device,
+                                cascade_backend="torch" if device == "cuda" else "onnxruntime")
     with tempfile.TemporaryDirectory(prefix="serve-load-") as work:
         repo = write_repository(Path(work) / "repo", models["detector"], models["classifier"], models["verifier"],
-                                RepositoryOptions(max_batch_size=max_batch_size, model_backend="python"))
+                                options)
         with TritonServer(repo, PORTS, Path(work)) as server:
             assert server.process is not None
-            url = f"{PORTS.host}:{PORTS.http}"
+            url = f"{PORTS.host}:{PORTS.grpc if protocol == 'grpc' else PORTS.http}"
             context = multiprocessing.get_context("spawn")
             results = context.Queue()
             # warm-up at full load: ONNX Runtime's arenas grow to the largest batches before memory is read
-            warm = context.Process(target=run_clients, args=(url, files, clients, WARMUP_S, results))
+            warm = context.Process(target=run_clients, args=(url, protocol, files, clients, WARMUP_S, results))
             warm.start()
             results.get()
             warm.join()
             before = batch_stats(PORTS.urls()["metrics"])
             load_start = round(os.getloadavg()[0], 2)  # other jobs share the cores: the figures are this machine's now
-            load = context.Process(target=run_clients, args=(url, files, clients, seconds, results))
+            load = context.Process(target=run_clients, args=(url, protocol, files, clients, seconds, results))
             load.start()
             rss = []
             while load.is_alive() and results.empty():
@@ -147,7 +170,7 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float)
     executions = after["executions"] - before["executions"]
     inferences = after["inferences"] - before["inferences"]
     return {
-        "max_batch_size": max_batch_size, "dynamic_batching": max_batch_size > 1,
+        "max_batch_size": max_batch_size, "dynamic_batching": max_batch_size > 1, "instances": instances,
         "requests_ok": len(latencies), "requests_failed": failures, "errors": errors,
         "seconds": round(elapsed, 2), "throughput_rps": round(len(latencies) / elapsed, 2),
         "latency_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 1) for q in ("p50", "p95", "p99")},
@@ -161,20 +184,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--max-batch-size", type=int, default=8, help="the dynamic-batching run's max_batch_size")
+    parser.add_argument("--instances", type=int, default=1, help="gesture_cascade's instance count")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    parser.add_argument("--images", type=Path, help="a folder of images to send (default: the data sets' frames)")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args()
-    sets = frame_files()
-    files = [str(f) for pair in zip(sets["hagrid"], sets["egohands"]) for f in pair]  # alternate the two sets
+    sets = folder_files(args.images) if args.images else frame_files()
+    files = [str(f) for group in zip(*sets.values()) for f in group]  # alternate the sets
     runs = {}
     with bench_lock():
-        for name, max_batch in (("dynamic_batching", 8), ("no_batching", 1)):
-            runs[name] = one_run(max_batch, files, args.clients, args.seconds)
+        for name, max_batch in (("dynamic_batching", args.max_batch_size), ("no_batching", 1)):
+            runs[name] = one_run(max_batch, files, args.clients, args.seconds, args.device, args.protocol,
+                                 args.instances)
             print(name, runs[name], flush=True)
+    machine: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count()}
+    if args.device == "cuda":
+        import torch
+
+        machine["gpu"] = torch.cuda.get_device_name()
+    models = ", ".join(default_models("onnxruntime", args.device).values())
     atomic_write_json(args.out, {
-        "what": f"{args.clients} concurrent HTTP clients in a second process, one encoded frame per request, "
-                f"{args.seconds:.0f} s per run, gesture_cascade ({', '.join(CPU_MODELS.values())}) on tritonserver",
+        "what": f"{args.clients} concurrent {args.protocol.upper()} clients in a second process, one encoded frame "
+                f"per request, {args.seconds:.0f} s per run, gesture_cascade ({models}) on tritonserver, "
+                f"device {args.device}",
+        "command": " ".join(["python", *sys.argv]),
         "frames": {name: len(paths) for name, paths in sets.items()},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+        "machine": machine,
         "runs": runs,
     })
     print(f"wrote {args.out}")

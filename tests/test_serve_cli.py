@@ -123,3 +123,25 @@ def test_bad_options_are_one_line_before_any_server_starts() -> None:
     result = subprocess.run([sys.executable, "-m", "gesturekit.cli.main", "serve", "--refine-boxes", "bogus"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "primary.refine_boxes" in result.stderr
+
+
+def test_libpython_is_found_beside_a_shared_or_a_debian_python(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend stub embeds libpython: found in LIBDIR (--enable-shared) or, as Debian and Ubuntu ship it for
+    their statically linked system Python, in LIBDIR's multiarch directory; missing, one line naming it."""
+    import sysconfig
+
+    from gesturekit.errors import GesturekitError
+    from gesturekit.serve import server
+
+    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}{sys.abiflags}.so.1.0"
+    config = {"LIBDIR": str(tmp_path), "MULTIARCH": "x86_64-linux-gnu"}
+    monkeypatch.setattr(sysconfig, "get_config_var", config.get)
+    (tmp_path / name.replace(".so.1.0", ".a")).touch()  # a static library is not what the stub can load
+    with pytest.raises(GesturekitError, match=f"no {name} beside this Python"):
+        server.python_library_dir()
+    (tmp_path / "x86_64-linux-gnu").mkdir()
+    (tmp_path / "x86_64-linux-gnu" / name).touch()
+    assert server.python_library_dir() == str(tmp_path / "x86_64-linux-gnu")
+    (tmp_path / name).touch()
+    assert server.python_library_dir() == str(tmp_path)

@@ -140,6 +140,9 @@ def serve(
     ui_port: Annotated[Optional[int], typer.Option(
         min=1, max=65535, help="Also serve the browser demo page on this port.", show_default=False)] = None,
     max_batch_size: MaxBatchOpt = 8,
+    instances: Annotated[int, typer.Option(
+        min=1, help="Instances of each model (Triton's instance_group count): more decode requests' images in "
+        "parallel.")] = 1,
     threads: Annotated[int, typer.Option(
         min=0, help="ONNX Runtime intra-op threads of each model (0: one per core, at most 8).")] = 0,
 ) -> None:
@@ -167,8 +170,8 @@ def serve(
     recognizer = {key: value for key, value in (("score_threshold", score_threshold),
                                                 ("primary__refine_boxes", refine_boxes)) if value is not None}
     configure(load_app_config(None), primary__refine_boxes=refine_boxes)  # a bad value: one line, before starting
-    options = RepositoryOptions(max_batch_size=max_batch_size, device=device.value, model_backend="python",
-                                threads=threads, recognizer=recognizer,
+    options = RepositoryOptions(max_batch_size=max_batch_size, instances=instances, device=device.value,
+                                model_backend="python", threads=threads, recognizer=recognizer,
                                 cascade_backend="torch" if device == DeviceChoice.cuda else "onnxruntime")
     ports = Ports(host, http_port, grpc_port, metrics_port)
 

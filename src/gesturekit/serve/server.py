@@ -6,8 +6,9 @@ libpython of that minor version first (Debian's 3.11.2 beside a pyenv 3.11.7), w
 interpreter's site-packages and standard library on a different C runtime: without numpy, or failing
 with ``'_thread.RLock' object has no attribute '_recursion_count'`` once ``multiprocessing`` starts its
 resource tracker (PyTriton issue 51). The server is therefore started with the running interpreter's
-own library directory first on ``LD_LIBRARY_PATH`` (docs/serving.md); an interpreter built without a
-shared libpython is refused with one line.
+own library directory first on ``LD_LIBRARY_PATH`` (docs/serving.md) and its ``sys.path`` as
+``PYTHONPATH`` (an embedded interpreter knows nothing of a virtual environment's site-packages); an
+interpreter without a shared libpython is refused with one line.
 
 The server process gets SIGTERM should this process die (``PR_SET_PDEATHSIG``), so no
 ``tritonserver`` outlives its parent.
@@ -58,12 +59,21 @@ def _distribution() -> Path:
 
 
 def python_library_dir() -> str:
-    """The directory of the running interpreter's ``libpython`` (what the backend stub must embed)."""
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        raise GesturekitError(f"{sys.executable}: this Python has no shared libpython, which Triton's Python "
-                              "backend embeds (use a Python built with --enable-shared: distribution, pyenv "
-                              "with PYTHON_CONFIGURE_OPTS=--enable-shared, conda, uv)")
-    return str(sysconfig.get_config_var("LIBDIR"))
+    """The directory of the running interpreter's shared ``libpython`` (what the backend stub embeds).
+
+    A Python built with ``--enable-shared`` keeps it in ``LIBDIR``; Debian's and Ubuntu's system Pythons link
+    their binary statically but ship the same library (package ``libpython3.X``) in the multiarch directory.
+    """
+    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}{sys.abiflags}.so.1.0"
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    for directory in (libdir, os.path.join(libdir, multiarch) if multiarch else ""):
+        if directory and os.path.isfile(os.path.join(directory, name)):
+            return directory
+    raise GesturekitError(f"{sys.executable}: no {name} beside this Python, which Triton's Python backend embeds "
+                          f"(install the system package libpython{sys.version_info.major}.{sys.version_info.minor},"
+                          " or use a Python built with --enable-shared: pyenv with "
+                          "PYTHON_CONFIGURE_OPTS=--enable-shared, conda, uv)")
 
 
 def prepare_backends(workdir: Path) -> Path:
@@ -83,10 +93,12 @@ def prepare_backends(workdir: Path) -> Path:
 
 
 def server_environment() -> dict[str, str]:
-    """The environment of ``tritonserver``: this Python's libpython, then the wheel's own libraries."""
+    """The environment of ``tritonserver``: this Python's libpython, then the wheel's own libraries; this
+    Python's module search path for the backend stubs."""
     libs = _distribution().parent.parent / "nvidia_pytriton.libs"
     paths = [python_library_dir(), str(libs), os.environ.get("LD_LIBRARY_PATH", "")]
-    return {**os.environ, "LD_LIBRARY_PATH": ":".join(p for p in paths if p)}
+    return {**os.environ, "LD_LIBRARY_PATH": ":".join(p for p in paths if p),
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
 def _die_with_parent() -> None:
