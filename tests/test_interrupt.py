@@ -53,3 +53,34 @@ def test_a_signal_after_the_command_ended_exits_at_once_without_a_traceback(sign
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 128 + getattr(signal, signame)
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_while_the_cli_imports_exits_quietly_and_commands_get_pythons_handlers_back() -> None:
+    """The console script: a SIGINT while typer & co. are being imported ends the process with 130 and no
+    traceback; once they are, the command runs under Python's own SIGINT handler (KeyboardInterrupt)."""
+    import subprocess
+
+    during_imports = (
+        "import os, signal, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'typer':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['gesturekit', 'models', 'list']\n"
+        "from gesturekit.cli.entry import main\n"
+        "main()\n")
+    proc = subprocess.run([sys.executable, "-c", during_imports], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (130, ""), proc
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+    after_imports = (
+        "import signal\n"
+        "import gesturekit.cli.main as cli\n"
+        "cli.main = lambda: print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,\n"
+        "                         signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+        "from gesturekit.cli.entry import main\n"
+        "main()\n")
+    proc = subprocess.run([sys.executable, "-c", after_imports], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["True", "True"], proc
