@@ -176,3 +176,21 @@ def test_infer_no_verify_loads_no_verifier(tmp_path: Path, cli: tuple) -> None:
                                       "--out-json", str(tmp_path / "p.jsonl")])
     assert result.exit_code == 0, result.output
     assert calls[0]["verifier"] is None and calls[0]["detector"] == "hand-detector-pruned-int8"
+
+
+def test_a_folder_whose_every_image_is_corrupt_fails_naming_it(tmp_path: Path, cli: tuple) -> None:
+    """Nothing decoded is no success: the run ends with one error naming the source (exit 1 in the CLI) and
+    writes no output; one readable image is enough to succeed."""
+    app, _ = cli
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"not an image")
+    result = CliRunner().invoke(app, ["infer", str(folder), "--out-json", str(tmp_path / "p.jsonl")])
+    assert isinstance(result.exception, GesturekitError), result.output
+    assert str(result.exception) == f"no frame could be decoded from {folder} (2 corrupt)"
+    assert not (tmp_path / "p.jsonl").exists()
+    Image.new("RGB", (64, 48), (200, 200, 200)).save(folder / "c.jpg")
+    result = CliRunner().invoke(app, ["infer", str(folder), "--out-json", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "1 frames" in result.output and "2 corrupt skipped" in result.output

@@ -8,6 +8,7 @@ import typer
 
 from gesturekit.cli.signals import exit_at_once_on_signals
 from gesturekit.config.app import load_app_config
+from gesturekit.errors import GesturekitError
 from gesturekit.pipeline.app import Interrupted, SourceReport, open_sources
 from gesturekit.pipeline.outputs import check_outputs, input_paths, planned_outputs
 from gesturekit.pipeline.processes import WorkersFailed, process_count, run_processes
@@ -209,3 +210,6 @@ def infer(
         raise
     for report in reports:
         echo(_summary(report))
+    unreadable = [f"{r.uri} ({r.corrupt} corrupt)" for r in reports if r.frames == 0 and r.corrupt]
+    if unreadable:  # a run that decoded nothing did not succeed (and wrote nothing for those sources)
+        raise GesturekitError(f"no frame could be decoded from {', '.join(unreadable)}")
