@@ -61,16 +61,15 @@ def draw_hands(image: np.ndarray, hands: Sequence[HandPrediction], fps: float | 
     """
     canvas = image.copy()
     size = max(10, min(canvas.shape[:2]) // 24)
-    font = _font(size)
     for hand in hands:
         color = PALETTE[(hand.track_id or 0) % len(PALETTE)]
         _outline(canvas, hand.bbox, color, max(1, size // 6))
         parts = [f"#{hand.track_id}" if hand.track_id is not None else ""]
         parts.append(f"{hand.gesture} {hand.gesture_score:.2f}" if hand.gesture else f"hand {hand.score:.2f}")
         _label(canvas, (hand.bbox[0], max(0.0, hand.bbox[1] - size - 2)), " ".join(p for p in parts if p),
-               font, background=color, ink=(0, 0, 0))
+               size, background=color, ink=(0, 0, 0))
     if fps is not None:
-        _label(canvas, (2, 2), f"{fps:.1f} FPS", font, background=(0, 0, 0), ink=(255, 255, 255))
+        _label(canvas, (2, 2), f"{fps:.1f} FPS", size, background=(0, 0, 0), ink=(255, 255, 255))
     return canvas
 
 
@@ -93,20 +92,33 @@ def _outline(canvas: np.ndarray, bbox: Sequence[float], color: tuple[int, int, i
     canvas[y1:y2 + 1, max(x2 - width + 1, x1):x2 + 1] = color
 
 
-def _label(canvas: np.ndarray, origin: tuple[float, float], text: str,
-           font: ImageFont.FreeTypeFont | ImageFont.ImageFont, background: tuple[int, int, int],
-           ink: tuple[int, int, int]) -> None:
+def _label(canvas: np.ndarray, origin: tuple[float, float], text: str, size: int,
+           background: tuple[int, int, int], ink: tuple[int, int, int]) -> None:
     """``text`` at ``origin`` on a filled box the size of its ink (PIL's ``textbbox``), clipped to the frame."""
-    left, top, right, bottom = (int(v) for v in font.getbbox(text))
-    patch = Image.new("RGB", (max(right, 1), max(bottom, 1)), background)
-    ImageDraw.Draw(patch).text((0, 0), text, fill=ink, font=font)
-    pixels = np.asarray(patch)[top:bottom, left:right]
+    pixels, left, top = _label_pixels(text, size, background, ink)
     x, y = int(origin[0]) + left, int(origin[1]) + top
     height, width = canvas.shape[:2]
     x0, y0 = max(x, 0), max(y, 0)
     x1, y1 = min(x + pixels.shape[1], width), min(y + pixels.shape[0], height)
     if x0 < x1 and y0 < y1:
         canvas[y0:y1, x0:x1] = pixels[y0 - y:y1 - y, x0 - x:x1 - x]
+
+
+@functools.lru_cache(maxsize=256)
+def _label_pixels(text: str, size: int, background: tuple[int, int, int],
+                  ink: tuple[int, int, int]) -> tuple[np.ndarray, int, int]:
+    """A label's inked box as read-only ``[h, w, 3]`` RGB pixels, and its offset from the text origin.
+
+    Cached: a track's label and the FPS line repeat over many frames, and rendering the glyphs
+    (FreeType) cost more than the rest of the drawing.
+    """
+    font = _font(size)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    patch = Image.new("RGB", (max(right, 1), max(bottom, 1)), background)
+    ImageDraw.Draw(patch).text((0, 0), text, fill=ink, font=font)
+    pixels = np.array(patch)[top:bottom, left:right]
+    pixels.flags.writeable = False
+    return pixels, left, top
 
 
 class FileSink(abc.ABC):
@@ -232,6 +244,14 @@ class VideoSink(FileSink):
 
     def _encode(self, container: av.container.OutputContainer, stream: av.video.stream.VideoStream,
                 image: np.ndarray, index: int) -> None:
+        """Encode one drawn frame as the stream's ``index``-th.
+
+        The array is wrapped, not copied (``from_ndarray`` copies it twice), and converted to yuv420p
+        here, in this thread, sampling chroma rather than averaging it (``POINT``; the luma is the same):
+        the encoder's own conversion runs on its thread count (every core) and averages, about 1.5x the
+        CPU for no visible difference. With inference keeping every core busy, this cost is what the
+        run loses to its video.
+        """
         height, width = stream.height, stream.width
         if image.shape[:2] != (height, width):
             padded = np.zeros((height, width, 3), np.uint8)
@@ -240,7 +260,8 @@ class VideoSink(FileSink):
             image = padded
         import av
 
-        video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        video_frame = av.VideoFrame.from_numpy_buffer(image, format="rgb24").reformat(
+            format="yuv420p", interpolation="POINT", threads=1)
         video_frame.pts = index
         video_frame.time_base = 1 / self.fps
         for packet in stream.encode(video_frame):
