@@ -164,3 +164,26 @@ def test_the_torch_cascade_needs_cuda_and_checkpoints(tmp_path: Path) -> None:
                                               r"no model\.pt beside it"):
         write_repository(tmp_path / "repo", DETECTOR, CLASSIFIER, None, options)
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "cascade"])
+def test_model_py_imports_gesturekit_from_the_servers_search_path_in_an_isolated_interpreter(
+        tmp_path: Path, kind: str) -> None:
+    """Triton's backend stub embeds a Python that ignores PYTHONPATH (seen with a virtual environment's
+    packages on the GPU machine): ``model.py`` takes ``gesturekit serve``'s search path from its own variable.
+    Here an isolated interpreter without site-packages (-I -S) stands in for the stub."""
+    import os
+    import subprocess
+    import sys
+
+    from gesturekit.export.triton import MODEL_PY, SEARCH_PATH_VARIABLE
+    from gesturekit.serve.server import server_environment
+
+    model_py = tmp_path / "model.py"
+    model_py.write_text(MODEL_PY[kind])
+    command = [sys.executable, "-I", "-S", str(model_py)]
+    bare = {k: v for k, v in os.environ.items() if k != SEARCH_PATH_VARIABLE}
+    without = subprocess.run(command, env=bare, capture_output=True, text=True, timeout=120)
+    assert without.returncode == 1 and "No module named" in without.stderr, without.stderr
+    served = subprocess.run(command, env=server_environment(), capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr

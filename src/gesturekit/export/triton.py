@@ -52,9 +52,14 @@ GESTURENET_NAMES = {"images": "input_1", "probs": "activation_18"}
 """The tensor names of NVIDIA's published GestureNet (input 3x160x160, output [6] softmax)."""
 TRT_WORKSPACE_BYTES = 1 << 30
 TRT_ENGINE_CACHE = "/tmp/gesturekit_trt_cache"
+SEARCH_PATH_VARIABLE = "GESTUREKIT_PYTHONPATH"
+"""Where ``gesturekit serve`` gives the backend stubs its interpreter's module search path: Triton's stub
+embeds an interpreter that ignores ``PYTHONPATH`` and knows no virtual environment."""
+_SEARCH_PATH = (f"import os, sys\nsys.path[:0] = [p for p in os.environ.get({SEARCH_PATH_VARIABLE!r}, '').split(os.pathsep)"
+                " if p and p not in sys.path]\n")
 MODEL_PY = {
-    "onnx": "from gesturekit.serve.triton_models import OnnxModel as TritonPythonModel\n",
-    "cascade": "from gesturekit.serve.triton_models import CascadeModel as TritonPythonModel\n",
+    "onnx": _SEARCH_PATH + "from gesturekit.serve.triton_models import OnnxModel as TritonPythonModel\n",
+    "cascade": _SEARCH_PATH + "from gesturekit.serve.triton_models import CascadeModel as TritonPythonModel\n",
 }
 """The Python-backend ``model.py`` files: the model code lives in the package, where it is tested."""
 

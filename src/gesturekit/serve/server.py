@@ -7,7 +7,8 @@ interpreter's site-packages and standard library on a different C runtime: witho
 with ``'_thread.RLock' object has no attribute '_recursion_count'`` once ``multiprocessing`` starts its
 resource tracker (PyTriton issue 51). The server is therefore started with the running interpreter's
 own library directory first on ``LD_LIBRARY_PATH`` (docs/serving.md) and its ``sys.path`` as
-``PYTHONPATH`` (an embedded interpreter knows nothing of a virtual environment's site-packages); an
+``GESTUREKIT_PYTHONPATH``, which each ``model.py`` puts first on its own (the stub's embedded interpreter
+ignores ``PYTHONPATH`` and knows nothing of a virtual environment's site-packages); an
 interpreter without a shared libpython is refused with one line.
 
 The server process gets SIGTERM should this process die (``PR_SET_PDEATHSIG``), so no
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gesturekit.errors import GesturekitError
+from gesturekit.export.triton import SEARCH_PATH_VARIABLE
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -98,7 +100,7 @@ def server_environment() -> dict[str, str]:
     libs = _distribution().parent.parent / "nvidia_pytriton.libs"
     paths = [python_library_dir(), str(libs), os.environ.get("LD_LIBRARY_PATH", "")]
     return {**os.environ, "LD_LIBRARY_PATH": ":".join(p for p in paths if p),
-            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            SEARCH_PATH_VARIABLE: os.pathsep.join(p for p in sys.path if p)}
 
 
 def _die_with_parent() -> None:
