@@ -336,7 +336,7 @@ class GpuCascade:
         np.stack(frames, out=staging.numpy())
         on_device = staging.to(self.device, non_blocking=True)
         copied = torch.cuda.Event()
-        copied.record(torch.cuda.current_stream(self.device))
+        copied.record()
         ring.append((buffer, copied))
         return on_device
 
