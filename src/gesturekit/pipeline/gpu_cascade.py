@@ -19,7 +19,6 @@ device, one window per crop, and resized the same way (``resize_crops``).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,10 +41,8 @@ from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.pipeline.cascade import crop_convention
 from gesturekit.pipeline.predictions import HandPrediction
 from gesturekit.runtime.loading import resolve_model_file
-from gesturekit.runtime.torch_backend import GraphedForward, padded_batch_size
+from gesturekit.runtime.torch_backend import GraphedForward
 
-STAGING_BUFFERS = 2
-"""Pinned host buffers per upload shape: one filling while the other's copy runs."""
 CROP_CHUNK = 64
 """Crops resized at once (each takes a copy of its frame)."""
 MAX_BATCH = 256
@@ -277,7 +274,6 @@ class GpuCascade:
         self.trust_threshold, self.verifier_weight, self.refine_boxes = trust_threshold, verifier_weight, refine_boxes
         self.verifier_crop = crop_convention(verifier.metadata["crop"]) if verifier else None
         self.scale, self.offset = _normaliser(device)
-        self._staging: dict[tuple[int, ...], deque[tuple[torch.Tensor, torch.cuda.Event]]] = {}
 
     @classmethod
     def from_config(cls, config: AppConfig, device: str = "cuda", cuda_graphs: bool = True) -> GpuCascade:
@@ -318,27 +314,12 @@ class GpuCascade:
         return out
 
     def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """Frames of one size -> uint8 [B,H,W,3] on the device, through pinned memory without waiting on CUDA.
-
-        The pinned buffers are the cascade's own, ``STAGING_BUFFERS`` per frame size and batch rounded up to
-        a power of two, each reused once its last copy is done: pinning memory per call costs more than the copy.
-        """
+        """Frames of one size -> uint8 [B,H,W,3] on the device, through pinned memory without waiting on CUDA."""
         if self.device.type != "cuda":
             return torch.from_numpy(np.stack(frames))
-        key = (padded_batch_size(len(frames)), *frames[0].shape)
-        ring = self._staging.setdefault(key, deque())
-        if len(ring) < STAGING_BUFFERS:
-            buffer = torch.empty(key, dtype=torch.uint8, pin_memory=True)
-        else:
-            buffer, copied = ring.popleft()
-            copied.synchronize()
-        staging = buffer[:len(frames)]
+        staging = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=True)
         np.stack(frames, out=staging.numpy())
-        on_device = staging.to(self.device, non_blocking=True)
-        copied = torch.cuda.Event()
-        copied.record()
-        ring.append((buffer, copied))
-        return on_device
+        return staging.to(self.device, non_blocking=True)
 
     def run(self, frames: torch.Tensor) -> list[list[HandPrediction]]:
         """Args: frames uint8 [B,H,W,3] RGB on the device. Returns per frame its confirmed hands, best first."""
