@@ -187,3 +187,24 @@ def test_model_py_imports_gesturekit_from_the_servers_search_path_in_an_isolated
     assert without.returncode == 1 and "No module named" in without.stderr, without.stderr
     served = subprocess.run(command, env=server_environment(), capture_output=True, text=True, timeout=120)
     assert served.returncode == 0, served.stderr
+
+
+def test_a_single_model_on_a_gpu_instance_runs_on_the_cpu_without_onnxruntimes_cuda_provider(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """serve --device cuda where onnxruntime is the CPU wheel (as on the GPU machine): hand_detector & co. load
+    on the CPU with one line saying so, instead of failing the whole server."""
+    from gesturekit.serve.triton_models import OnnxModel
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    repo = write_repository(tmp_path / "repo", DETECTOR, CLASSIFIER, None,
+                            RepositoryOptions(device="cuda", model_backend="python"))
+    config = parse(repo / "hand_detector" / "config.pbtxt")
+    assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    model = OnnxModel()
+    model.initialize({"model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+                      "model_repository": str(repo / "hand_detector"), "model_version": "1",
+                      "model_instance_kind": "GPU", "model_instance_device_id": "0"})
+    assert model.session.get_providers() == ["CPUExecutionProvider"]
+    assert "has no CUDAExecutionProvider (pip install onnxruntime-gpu): this model runs on the CPU" in \
+        capsys.readouterr().err

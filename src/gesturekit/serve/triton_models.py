@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -113,11 +114,17 @@ class OnnxModel:
 
         config = json.loads(args["model_config"])
         threads = int(_parameters(args).get("threads", 0)) or None
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         providers = None
         if args.get("model_instance_kind") == "GPU":
-            providers = [("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}),
-                         "CPUExecutionProvider"]
-        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+            import onnxruntime
+
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                providers = [("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}),
+                             "CPUExecutionProvider"]
+            else:  # serve --device cuda with the CPU wheel: gesture_cascade still runs on the GPU (torch)
+                print(f"{path}: onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu): "
+                      "this model runs on the CPU", file=sys.stderr)
         self.session = OnnxRuntimeBackend(path, threads=threads, providers=providers).session
         self.inputs = [tensor["name"] for tensor in config["input"]]
         self.outputs = [tensor["name"] for tensor in config["output"]]
