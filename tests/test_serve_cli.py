@@ -145,3 +145,20 @@ def test_libpython_is_found_beside_a_shared_or_a_debian_python(tmp_path: Path,
     assert server.python_library_dir() == str(tmp_path / "x86_64-linux-gnu")
     (tmp_path / name).touch()
     assert server.python_library_dir() == str(tmp_path)
+
+
+def test_numpy_2_is_refused_in_one_line_before_the_server_starts(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With numpy 2 the wheel's backend stub starts cleanly and then aborts on the first request (reproduced with
+    numpy 2.2.6 here, and seen on the GPU machine's numpy 2.5): refused before anything starts."""
+    import numpy
+
+    from gesturekit.errors import GesturekitError
+    from gesturekit.serve.server import Ports, TritonServer
+
+    monkeypatch.setattr(numpy, "__version__", "2.2.6")
+    server = TritonServer(tmp_path / "repo", Ports(), tmp_path)
+    with pytest.raises(GesturekitError, match=r"^numpy 2\.2\.6: the Triton Python backend stub of nvidia-pytriton "
+                                              r"needs numpy < 2 .*pip install 'numpy<2'$"):
+        server.start()
+    assert server.process is None and not (tmp_path / "backends").exists()

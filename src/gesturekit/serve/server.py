@@ -78,6 +78,17 @@ def python_library_dir() -> str:
                           "PYTHON_CONFIGURE_OPTS=--enable-shared, conda, uv)")
 
 
+def check_stub_numpy() -> None:
+    """Refuse numpy 2 in the interpreter whose modules the backend stubs import: the wheel's stub then misreads
+    every ``BYTES`` input and aborts on the first request, after a clean start (seen with numpy 2.2 and 2.5).
+    nvidia-pytriton pins numpy < 2; an environment that has it anyway gets one line here."""
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise GesturekitError(f"numpy {numpy.__version__}: the Triton Python backend stub of nvidia-pytriton needs "
+                              "numpy < 2 (it aborts on the first request otherwise): pip install 'numpy<2'")
+
+
 def prepare_backends(workdir: Path) -> Path:
     """A backend directory in ``workdir`` holding the Python backend and the stub of this Python."""
     dist = _distribution()
@@ -136,8 +147,10 @@ class TritonServer:
         """Start the server and wait until ``/v2/health/ready`` answers 200.
 
         Raises:
-            GesturekitError: the server exited or was not ready in time (with the log's last line).
+            GesturekitError: numpy 2 here (see :func:`check_stub_numpy`), or the server exited or was not
+                ready in time (with the log's last line).
         """
+        check_stub_numpy()
         command = self.command(prepare_backends(self.workdir))
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
