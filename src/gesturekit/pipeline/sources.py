@@ -208,6 +208,10 @@ class VideoSource(Source):
 
         stop = stop or threading.Event()
         index = 0
+        # One reformatter for the whole stream keeps its swscale context between frames (a
+        # fresh one per frame set it up again each time), and threads=1 keeps swscale from
+        # starting a thread per core that competes with inference; the pixels are unchanged.
+        to_rgb = av.video.reformatter.VideoReformatter()
         while self._container is not None:
             container = self._container
             rate = container.streams.video[0].average_rate
@@ -217,7 +221,7 @@ class VideoSource(Source):
                         return
                     pts = frame.time if frame.time is not None else (index / float(rate) if rate else None)
                     self.stats.frames += 1
-                    yield Frame(self.source_id, index, frame.to_ndarray(format="rgb24"), pts=pts)
+                    yield Frame(self.source_id, index, to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray(), pts=pts)
                     index += 1
                 if not self.live:
                     self._check_length(container, index)
