@@ -1,4 +1,4 @@
-"""Load on ``gesture_cascade`` served by a real Triton server: concurrent clients in a second process send
+"""Load on ``gesture_cascade`` served by a real Triton server: concurrent clients in client processes send
 real HaGRID and EgoHands frames (encoded JPEG, one per request) for a fixed time, once with dynamic batching
 (``--max-batch-size``, default 8) and once without (max_batch_size 1). Reports failed requests, throughput,
 latency percentiles, the batch sizes Triton formed (its own metrics) and the server's memory (tritonserver and
@@ -83,13 +83,14 @@ def client_worker(url: str, protocol: str, images: list[bytes], stop_at: float, 
     out.append((latencies, failures, errors))
 
 
-def run_clients(url: str, protocol: str, files: list[str], clients: int, seconds: float, results: Any) -> None:
-    """The load process: ``clients`` threads for ``seconds``; puts (latencies, failures, errors, elapsed)."""
+def run_clients(url: str, protocol: str, files: list[str], clients: int, seconds: float, first: int,
+                results: Any) -> None:
+    """One load process: ``clients`` threads for ``seconds``; puts (latencies, failures, errors, elapsed)."""
     images = [Path(f).read_bytes() for f in files]
     out: list[Any] = []
     began = time.monotonic()
     threads = [threading.Thread(target=client_worker, args=(url, protocol, images, began + seconds, i * 7, out))
-               for i in range(clients)]
+               for i in range(first, first + clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -97,6 +98,35 @@ def run_clients(url: str, protocol: str, files: list[str], clients: int, seconds
     elapsed = time.monotonic() - began
     results.put(([x for o in out for x in o[0]], sum(o[1] for o in out), sorted(set().union(*(o[2] for o in out))),
                  elapsed))
+
+
+class Load:
+    """``clients`` client threads spread over ``processes`` processes (one Python process's GIL holds a few
+    dozen gRPC clients to a few hundred requests/s, and lets some of them wait seconds: the server's figure
+    would be the client's)."""
+
+    def __init__(self, url: str, protocol: str, files: list[str], clients: int, seconds: float,
+                 processes: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.results = context.Queue()
+        shares = [clients // processes + (k < clients % processes) for k in range(processes)]
+        firsts = [sum(shares[:k]) for k in range(processes)]
+        self.processes = [context.Process(target=run_clients,
+                                          args=(url, protocol, files, share, seconds, first, self.results))
+                          for share, first in zip(shares, firsts) if share]
+        for process in self.processes:
+            process.start()
+
+    def running(self) -> bool:
+        return any(p.is_alive() for p in self.processes) and self.results.qsize() < len(self.processes)
+
+    def wait(self) -> tuple[list[float], int, list[str], float]:
+        """Every process's latencies, failures, errors and the longest elapsed time."""
+        parts = [self.results.get() for _ in self.processes]
+        for process in self.processes:
+            process.join()
+        return ([x for p in parts for x in p[0]], sum(p[1] for p in parts),
+                sorted(set().union(*(p[2] for p in parts))), max(p[3] for p in parts))
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -134,7 +164,7 @@ def batch_stats(metrics_url: str) -> dict[str, float]:
 
 
 def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float, device: str,
-            protocol: str, instances: int) -> dict[str, Any]:
+            protocol: str, instances: int, client_processes: int) -> dict[str, Any]:
     models = {key: zoo_path(name) / "model.onnx" for key, name in default_models("onnxruntime", device).items()}
     options = RepositoryOptions(max_batch_size=max_batch_size, instances=instances, model_backend="python",
                                 device=device,
@@ -145,23 +175,16 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float,
         with TritonServer(repo, PORTS, Path(work)) as server:
             assert server.process is not None
             url = f"{PORTS.host}:{PORTS.grpc if protocol == 'grpc' else PORTS.http}"
-            context = multiprocessing.get_context("spawn")
-            results = context.Queue()
             # warm-up at full load: ONNX Runtime's arenas grow to the largest batches before memory is read
-            warm = context.Process(target=run_clients, args=(url, protocol, files, clients, WARMUP_S, results))
-            warm.start()
-            results.get()
-            warm.join()
+            Load(url, protocol, files, clients, WARMUP_S, client_processes).wait()
             before = batch_stats(PORTS.urls()["metrics"])
             load_start = round(os.getloadavg()[0], 2)  # other jobs share the cores: the figures are this machine's now
-            load = context.Process(target=run_clients, args=(url, protocol, files, clients, seconds, results))
-            load.start()
+            load = Load(url, protocol, files, clients, seconds, client_processes)
             rss = []
-            while load.is_alive() and results.empty():
+            while load.running():
                 rss.append(tree_rss_mb(server.process.pid))
                 time.sleep(RSS_EVERY_S)
-            latencies, failures, errors, elapsed = results.get()
-            load.join()
+            latencies, failures, errors, elapsed = load.wait()
             rss.append(tree_rss_mb(server.process.pid))
             after = batch_stats(PORTS.urls()["metrics"])
     if not latencies:
@@ -171,6 +194,7 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float,
     inferences = after["inferences"] - before["inferences"]
     return {
         "max_batch_size": max_batch_size, "dynamic_batching": max_batch_size > 1, "instances": instances,
+        "client_processes": client_processes,
         "requests_ok": len(latencies), "requests_failed": failures, "errors": errors,
         "seconds": round(elapsed, 2), "throughput_rps": round(len(latencies) / elapsed, 2),
         "latency_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 1) for q in ("p50", "p95", "p99")},
@@ -186,6 +210,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--max-batch-size", type=int, default=8, help="the dynamic-batching run's max_batch_size")
     parser.add_argument("--instances", type=int, default=1, help="gesture_cascade's instance count")
+    parser.add_argument("--client-processes", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+                        help="processes the clients are spread over (default: half the cores, at most 8)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--protocol", choices=("http", "grpc"), default="http")
     parser.add_argument("--images", type=Path, help="a folder of images to send (default: the data sets' frames)")
@@ -197,7 +223,7 @@ def main() -> None:
     with bench_lock():
         for name, max_batch in (("dynamic_batching", args.max_batch_size), ("no_batching", 1)):
             runs[name] = one_run(max_batch, files, args.clients, args.seconds, args.device, args.protocol,
-                                 args.instances)
+                                 args.instances, min(args.client_processes, args.clients))
             print(name, runs[name], flush=True)
     machine: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count()}
     if args.device == "cuda":
@@ -206,7 +232,8 @@ def main() -> None:
         machine["gpu"] = torch.cuda.get_device_name()
     models = ", ".join(default_models("onnxruntime", args.device).values())
     atomic_write_json(args.out, {
-        "what": f"{args.clients} concurrent {args.protocol.upper()} clients in a second process, one encoded frame "
+        "what": f"{args.clients} concurrent {args.protocol.upper()} clients in "
+                f"{min(args.client_processes, args.clients)} client processes, one encoded frame "
                 f"per request, {args.seconds:.0f} s per run, gesture_cascade ({models}) on tritonserver, "
                 f"device {args.device}",
         "command": " ".join(["python", *sys.argv]),

@@ -148,3 +148,25 @@ def test_the_app_on_cuda_finds_the_hands_of_the_cpu_run(data_root: Path, tmp_pat
             total += 1
             same_gesture += det["gesture"] == oth["detections"][int(ious.argmax())]["gesture"]
     assert total >= 15 and same_gesture >= 0.9 * total
+
+
+def test_the_gpu_cascade_captures_every_graph_up_front(egohands_test) -> None:
+    """After ``capture_graphs`` no batch of up to the frames it was told captures a graph mid-stream (a capture
+    stalls its batch for a second or more)."""
+    from gesturekit.config.app import AppConfig
+    from gesturekit.pipeline.gpu_cascade import GpuCascade
+
+    cascade = GpuCascade.from_config(AppConfig(), "cuda")
+    models = {"detector": cascade.detector, "verifier": cascade.verifier, "classifier": cascade.classifier}
+
+    def counts() -> dict[str, int]:
+        return {name: len(model.forward._graphs) for name, model in models.items()}
+
+    frames = [frame for frame, _ in egohands_test]
+    cascade.capture_graphs(frames[0].shape[:2], 16)
+    captured = counts()
+    assert captured == {"detector": 5, "verifier": 9, "classifier": 9}
+    for size in (1, 3, 16, 11):
+        for start in range(0, len(frames) - size + 1, size):
+            cascade(frames[start:start + size])
+    assert counts() == captured

@@ -41,7 +41,7 @@ from gesturekit.optimize.restore import load_model_from_checkpoint
 from gesturekit.pipeline.cascade import crop_convention
 from gesturekit.pipeline.predictions import HandPrediction
 from gesturekit.runtime.loading import resolve_model_file
-from gesturekit.runtime.torch_backend import GraphedForward
+from gesturekit.runtime.torch_backend import GraphedForward, padded_batch_size
 
 CROP_CHUNK = 64
 """Crops resized at once (each takes a copy of its frame)."""
@@ -299,6 +299,27 @@ class GpuCascade:
                    catch_all=secondary.catch_all, candidate_threshold=primary.candidate_threshold,
                    trust_threshold=primary.trust_threshold, verifier_weight=primary.verifier_weight,
                    refine_boxes=primary.refine_boxes)
+
+    def capture_graphs(self, frame_hw: tuple[int, int] | None = None, max_frames: int = MAX_BATCH) -> None:
+        """Capture up front the CUDA graph of every shape a run can meet: the verifier's and the classifier's for
+        each padded crop count up to ``MAX_BATCH`` and, for frames of ``frame_hw``, the detector's for each padded
+        batch up to ``max_frames``. Left to the first batch that brings a new crop count, a capture stalls that
+        batch for a second or more (a served request's latency; the host-path dip of benchmarks/gpu_cascade.py)."""
+        if self.device.type != "cuda":
+            return
+
+        def powers(top: int) -> list[int]:
+            return [1 << k for k in range(padded_batch_size(min(top, MAX_BATCH)).bit_length())]
+
+        for model in (self.verifier, self.classifier):
+            if model is not None:
+                for count in powers(MAX_BATCH):
+                    model.forward.capture((count, 3, model.input_size, model.input_size))
+        if frame_hw is not None:
+            _, _, padded_h, padded_w, _ = letterbox_geometry(*frame_hw, self.detector.input_size, PAD_STRIDE,
+                                                             square=False)
+            for count in powers(max_frames):
+                self.detector.forward.capture((count, 3, padded_h, padded_w))
 
     # --- host side ---------------------------------------------------------------------------------------
 

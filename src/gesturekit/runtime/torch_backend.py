@@ -63,6 +63,16 @@ class GraphedForward:
             captured.graph.replay()
             return tuple(o[:len(images)].to(torch.float32, copy=True) for o in captured.outputs)
 
+    def capture(self, shape: tuple[int, ...]) -> bool:
+        """Capture the graph of inputs of ``shape`` now (the batch already a power of two), not when the first
+        such batch comes: a capture costs about a second. False when graphs are off or the budget is spent."""
+        if not self.cuda_graphs or (shape not in self._graphs and len(self._graphs) >= MAX_CUDA_GRAPHS):
+            return False
+        with _CUDA_LOCK:
+            if shape not in self._graphs:
+                self._capture(shape)
+        return True
+
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model.export_forward(images)
         return (out,) if isinstance(out, torch.Tensor) else tuple(out)
