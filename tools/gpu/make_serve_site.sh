@@ -3,13 +3,15 @@
 # pydantic (and companions), torch-pruning, numpy < 2 (the wheel's backend stub aborts on requests under the image's
 # numpy 2), the Triton gRPC client (tritonclient, python-rapidjson, protobuf 6, grpcio) and, from the nvidia-pytriton
 # wheel installed here, only tritonserver, its libraries (no libpython 3.13), the Python backend and the Python 3.12
-# stub, stripped. One xz tarball split in parts of at most 15 MiB: .gpusite/p1/gsite.part.00, .gpusite/p2/...
+# stub, stripped. One xz tarball (about 40 MB) split in two halves: .gpusite/p1/gsite.part.00, .gpusite/p2/gsite.part.01.
 #
-# A device call carries 64 MiB with the repository (~62 MiB), so the parts travel one a call while the machine stays
-# warm (30 s), with the zoo entries the GPU runs don't use (hand-detector-int8, hand-detector-pruned: 16 MiB) moved
-# out of the working tree for those calls and back afterwards:
-#   each call but the last, carry .gpusite/pK: mkdir -p /tmp/keep && cp .gpusite/pK/* /tmp/keep/
-#   the last call, carry its part: cp ... /tmp/keep/ && mkdir -p /tmp/site &&
+# A device call carries 64 MiB with the working tree (65 MB tracked), so the halves travel one a call while the
+# machine stays warm (30 s), with what the GPU runs don't read moved out of the working tree for those calls and
+# restored afterwards (git checkout -- src/gesturekit/models/zoo docs experiments): the zoo's INT8 and pruned entries
+# (hand-detector-int8, hand-detector-pruned, hand-detector-pruned-int8, gesture-classifier-int8: 20 MiB), and docs/
+# and experiments/ (1.2 MB) for a call that carries more than a half (.pack/gpu_test_data beside it, say):
+#   first call, carry .gpusite/p1: mkdir -p /tmp/keep && cp .gpusite/p1/* /tmp/keep/
+#   second call, carry .gpusite/p2: cp .gpusite/p2/* /tmp/keep/ && mkdir -p /tmp/site &&
 #           cat /tmp/keep/gsite.part.* | tar xJ -C /tmp/site && export PYTHONPATH=$PWD/src:/tmp/site && ...
 # Run from the repository root, with the serve extra installed here (needs a package index).
 set -euo pipefail
@@ -35,6 +37,6 @@ cp -a "$wheel/../nvidia_pytriton.libs" "$site/" && rm -f "$site"/nvidia_pytriton
 find "$site" \( -name '*.so' -o -name '*.so.*' -o -name tritonserver -o -name triton_python_backend_stub \) -type f \
   -exec strip --strip-unneeded {} + 2>/dev/null || true
 tar cf - -C "$site" . | xz -9 -T2 > "$work/gsite.tar.xz"
-rm -rf .gpusite/p[0-9]* && split -b 15M -d "$work/gsite.tar.xz" "$work/gsite.part."
-k=1 && for part in "$work"/gsite.part.*; do mkdir -p ".gpusite/p$k" && mv "$part" ".gpusite/p$k/" && k=$((k + 1)); done
+rm -rf .gpusite/p[0-9]* && split -n 2 -d "$work/gsite.tar.xz" "$work/gsite.part."
+mkdir -p .gpusite/p1 .gpusite/p2 && mv "$work/gsite.part.00" .gpusite/p1/ && mv "$work/gsite.part.01" .gpusite/p2/
 ls -l .gpusite/p[0-9]*
