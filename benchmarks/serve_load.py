@@ -220,10 +220,11 @@ def main() -> None:
     sets = folder_files(args.images) if args.images else frame_files()
     files = [str(f) for group in zip(*sets.values()) for f in group]  # alternate the sets
     runs = {}
+    client_processes = min(args.client_processes, args.clients)
     with bench_lock():
         for name, max_batch in (("dynamic_batching", args.max_batch_size), ("no_batching", 1)):
             runs[name] = one_run(max_batch, files, args.clients, args.seconds, args.device, args.protocol,
-                                 args.instances, min(args.client_processes, args.clients))
+                                 args.instances, client_processes)
             print(name, runs[name], flush=True)
     machine: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count()}
     if args.device == "cuda":
@@ -233,7 +234,7 @@ def main() -> None:
     models = ", ".join(default_models("onnxruntime", args.device).values())
     atomic_write_json(args.out, {
         "what": f"{args.clients} concurrent {args.protocol.upper()} clients in "
-                f"{min(args.client_processes, args.clients)} client processes, one encoded frame "
+                f"{client_processes} client processes, one encoded frame "
                 f"per request, {args.seconds:.0f} s per run, gesture_cascade ({models}) on tritonserver, "
                 f"device {args.device}",
         "command": " ".join(["python", *sys.argv]),

@@ -157,16 +157,11 @@ def test_the_gpu_cascade_captures_every_graph_up_front(egohands_test) -> None:
     from gesturekit.pipeline.gpu_cascade import GpuCascade
 
     cascade = GpuCascade.from_config(AppConfig(), "cuda")
-    models = {"detector": cascade.detector, "verifier": cascade.verifier, "classifier": cascade.classifier}
-
-    def counts() -> dict[str, int]:
-        return {name: len(model.forward._graphs) for name, model in models.items()}
-
     frames = [frame for frame, _ in egohands_test]
     cascade.capture_graphs(frames[0].shape[:2], 16)
-    captured = counts()
+    captured = cascade.graph_counts()
     assert captured == {"detector": 5, "verifier": 9, "classifier": 9}
     for size in (1, 3, 16, 11):
         for start in range(0, len(frames) - size + 1, size):
             cascade(frames[start:start + size])
-    assert counts() == captured
+    assert cascade.graph_counts() == captured

@@ -28,11 +28,6 @@ from gesturekit.io import atomic_write_json  # noqa: E402
 from gesturekit.pipeline.gpu_cascade import GpuCascade  # noqa: E402
 
 
-def graph_counts(cascade: GpuCascade) -> dict[str, int]:
-    models = {"detector": cascade.detector, "verifier": cascade.verifier, "classifier": cascade.classifier}
-    return {name: len(m.forward._graphs) for name, m in models.items() if m is not None}
-
-
 def call_ms(step, device: torch.device, calls: int) -> list[float]:
     times = []
     for _ in range(calls):
@@ -62,17 +57,17 @@ def main() -> None:
     config = AppConfig()
     cascade = GpuCascade.from_config(config, args.device)  # FP16, as the benchmark's best rows
     frames = list(open_decoder(args.video))
-    result: dict[str, Any] = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "torch": torch.__version__,
-                              "frames": len(frames), "rows": []}
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    result: dict[str, Any] = {"gpu": gpu, "torch": torch.__version__, "frames": len(frames), "rows": []}
     for size in args.batches:
         for start in range(0, len(frames), size):  # the benchmark's warm-up
             cascade(frames[start:start + size])
-        before = graph_counts(cascade)
+        before = cascade.graph_counts()
         host = batches(frames, size)
         wrapping = call_ms(lambda: cascade(next(host)), device, args.calls)
-        during = {k: v - before[k] for k, v in graph_counts(cascade).items()}
+        during = {k: v - before[k] for k, v in cascade.graph_counts().items()}
         again = call_ms(lambda: cascade(next(host)), device, args.calls)
-        aligned_starts = [s for s in range(0, len(frames) - size + 1, size)]
+        aligned_starts = list(range(0, len(frames) - size + 1, size))
         it = iter(aligned_starts * (args.calls // len(aligned_starts) + 1))
         aligned = call_ms(lambda: cascade(frames[(s := next(it)):s + size]), device, args.calls)
         batch = frames[:size]
@@ -91,16 +86,19 @@ def main() -> None:
     for _ in range(5):
         cascade(next(host))
     sync(device)
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(10):
             cascade(next(host))
         sync(device)
     averages = prof.key_averages()
-    result["profile"] = {"batch": size, "calls": 10,
-                         "by_cpu": averages.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50),
-                         "by_cuda": averages.table(sort_by="self_cuda_time_total", row_limit=12,
-                                                   max_name_column_width=50) if device.type == "cuda" else None}
+    def table(key: str, rows: int) -> str:
+        return averages.table(sort_by=key, row_limit=rows, max_name_column_width=50)
+
+    result["profile"] = {"batch": size, "calls": 10, "by_cpu": table("self_cpu_time_total", 15),
+                         "by_cuda": table("self_cuda_time_total", 12) if device.type == "cuda" else None}
     print(result["profile"]["by_cpu"], flush=True)
     atomic_write_json(args.out, result)
 

@@ -321,6 +321,11 @@ class GpuCascade:
             for count in powers(max_frames):
                 self.detector.forward.capture((count, 3, padded_h, padded_w))
 
+    def graph_counts(self) -> dict[str, int]:
+        """The CUDA graphs each model holds, by role."""
+        models = {"detector": self.detector, "verifier": self.verifier, "classifier": self.classifier}
+        return {name: model.forward.graph_count for name, model in models.items() if model is not None}
+
     # --- host side ---------------------------------------------------------------------------------------
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[list[HandPrediction]]:

@@ -54,7 +54,7 @@ class GraphedForward:
         """Args: images [B,3,H,W] on the device. Returns the outputs in ONNX order, float32, the caller's own."""
         images = images.to(self.dtype)
         shape = (padded_batch_size(len(images)), *images.shape[1:])
-        if not self.cuda_graphs or (shape not in self._graphs and len(self._graphs) >= MAX_CUDA_GRAPHS):
+        if not self._graphable(shape):
             with torch.inference_mode():
                 return tuple(o.float() for o in self._forward(images))
         with _CUDA_LOCK:
@@ -66,12 +66,20 @@ class GraphedForward:
     def capture(self, shape: tuple[int, ...]) -> bool:
         """Capture the graph of inputs of ``shape`` now (the batch already a power of two), not when the first
         such batch comes: a capture costs about a second. False when graphs are off or the budget is spent."""
-        if not self.cuda_graphs or (shape not in self._graphs and len(self._graphs) >= MAX_CUDA_GRAPHS):
+        if not self._graphable(shape):
             return False
         with _CUDA_LOCK:
             if shape not in self._graphs:
                 self._capture(shape)
         return True
+
+    @property
+    def graph_count(self) -> int:
+        return len(self._graphs)
+
+    def _graphable(self, shape: tuple[int, ...]) -> bool:
+        """Whether inputs of ``shape`` replay (or may capture) a graph: graphs on, and captured or under budget."""
+        return self.cuda_graphs and (shape in self._graphs or len(self._graphs) < MAX_CUDA_GRAPHS)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model.export_forward(images)
