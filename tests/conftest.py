@@ -33,7 +33,7 @@ def _signal_handlers_restored() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real data folder: $GESTUREKIT_DATA, else ../shared/data beside the repository."""
-    root = Path(os.environ.get("GESTUREKIT_DATA", REPO_ROOT.parent / "shared" / "data"))
+    root = Path(os.environ.get("GESTUREKIT_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
     if not root.is_dir():
         pytest.skip("real data absent: set GESTUREKIT_DATA")
     return root

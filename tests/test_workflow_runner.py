@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from rich.console import Console
 
 from gesturekit.errors import GesturekitError
 from gesturekit.workflow import runner
-from gesturekit.workflow.config import load_workflow
+from gesturekit.workflow.config import DATA_VAR, load_workflow
 from gesturekit.workflow.state import WorkflowState, content_digest
 from gesturekit.workflow.steps import Step
 
@@ -67,14 +68,16 @@ def test_shipped_workflows_plan_every_stage_in_order(tmp_path: Path) -> None:
 
 
 def _steps(out: Path, log: list[str], settings: dict) -> list[Step]:
-    """convert writes a.txt from the input; train reads it and writes b.txt; report reads b.txt."""
+    """convert writes a.txt from the input; train reads it and writes b.txt, different bytes on every run
+    (as training does); report reads b.txt."""
     src = out.parent / "input.txt"
 
     def step(stage: str, inputs: list[Path], output: Path) -> Step:
         def run() -> None:
             log.append(stage)
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text("".join(p.read_text() for p in inputs) + stage)
+            run_mark = f" run {len(log)}" if stage == "train" else ""
+            output.write_text("".join(p.read_text() for p in inputs) + stage + run_mark)
 
         return Step(stage, "x", settings.get(stage, {}), inputs, [output], run, output.parent,
                     resumable=stage == "train")
@@ -87,6 +90,7 @@ def _steps(out: Path, log: list[str], settings: dict) -> list[Step]:
 def _run(monkeypatch, tmp_path: Path, settings: dict | None = None, **kwargs) -> tuple[list[str], list[str]]:
     log: list[str] = []
     out = tmp_path / "out"
+    monkeypatch.setenv(DATA_VAR, str(tmp_path / "data"))
     monkeypatch.setattr(runner, "plan_steps", lambda wf, o: _steps(out, log, settings or {}))
     outcomes = runner.run_workflow(tmp_path / "w.yaml", out, console=Console(file=open("/dev/null", "w")), **kwargs)
     return log, [o.action for o in outcomes]
@@ -103,6 +107,8 @@ def test_rerun_skips_unchanged_steps_and_reruns_what_follows_a_change(tmp_path: 
     assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}})[0] == ["train", "report"]
     assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}}, from_stage="train")[0] == ["train", "report"]
     assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}}, only="convert") == (["convert"], ["ran"])
+    # convert ran again and wrote the same bytes: what reads them is still done
+    assert _run(monkeypatch, tmp_path, {"train": {"epochs": 2}}) == ([], ["skipped"] * 3)
     with pytest.raises(GesturekitError, match="--only trian: unknown stage"):
         _run(monkeypatch, tmp_path, only="trian")
 
@@ -120,9 +126,77 @@ def test_an_interrupted_step_resumes_in_its_folder_and_a_changed_one_starts_clea
     assert log == ["train", "report"] and actions == ["skipped", "resumed", "ran"]
     assert (out / "train" / "partial.pt").is_file()  # resumed: its checkpoint kept
     state = WorkflowState(out)
+    state.start("train/x", key)  # killed again; forcing the stage resumes it too
+    assert _run(monkeypatch, tmp_path, only="train") == (["train"], ["resumed"])
+    assert (out / "train" / "partial.pt").is_file()
+    assert _run(monkeypatch, tmp_path, only="train") == (["train"], ["ran"])  # finished: forcing redoes it
+    assert not (out / "train" / "partial.pt").exists()
+    state = WorkflowState(out)
     state.start("train/x", "another key")  # killed, but with other settings: starts over
     _run(monkeypatch, tmp_path)
     assert not (out / "train" / "partial.pt").exists()
+
+
+def test_a_moved_output_folder_and_data_folder_keep_every_step_done(tmp_path: Path, monkeypatch) -> None:
+    """Keys name paths from the output and data roots: settings and inputs that name files there stay equal
+    when both folders move (as when a run is carried to another machine)."""
+    (tmp_path / "input.txt").write_text("v1")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "frames.txt").write_text("frames")
+    out = tmp_path / "out"
+    settings = {"train": {"pack": str(out / "convert" / "a.txt"), "data": str(tmp_path / "data" / "frames.txt"),
+                          "other": f"{tmp_path}/data2/x"}}
+    assert _run(monkeypatch, tmp_path, settings)[0] == ["convert", "train", "report"]
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for name in ("input.txt", "data", "out"):
+        shutil.move(tmp_path / name, moved / name)
+    settings = {"train": {"pack": str(moved / "out" / "convert" / "a.txt"),
+                          "data": str(moved / "data" / "frames.txt"), "other": f"{tmp_path}/data2/x"}}
+    # convert's input sits outside both roots: named as written, it moved, so convert runs again; it writes the
+    # same bytes, so the training after it (whose settings and inputs name files under the roots) stays done
+    assert _run(monkeypatch, moved, settings) == (["convert"], ["ran", "skipped", "skipped"])
+    assert _run(monkeypatch, moved, settings) == ([], ["skipped"] * 3)
+    state = WorkflowState(moved / "out")
+    assert state.record("train/x")["outputs"] == ["train/b.txt"]
+    settings["train"]["other"] = f"{moved}/data2/x"  # a path outside both roots is compared as written
+    assert _run(monkeypatch, moved, settings)[0] == ["train", "report"]
+
+
+def _mini_egohands(data_root: Path, dest: Path, per_split: int = 3) -> None:
+    """The first ``per_split`` images of each EgoHands split with their boxes."""
+    (dest / "images").mkdir(parents=True)
+    for split in ("train", "test"):
+        header, *rows = (data_root / "egohands" / f"{split}_labels.csv").read_text().splitlines()
+        names = list(dict.fromkeys(r.split(",")[0] for r in rows))[:per_split]
+        kept = [r for r in rows if r.split(",")[0] in names]
+        (dest / f"{split}_labels.csv").write_text("\n".join([header, *kept]) + "\n")
+        for name in names:
+            shutil.copyfile(data_root / "egohands" / "images" / name, dest / "images" / name)
+
+
+def test_real_convert_and_pack_redone_elsewhere_leave_the_training_key_unchanged(tmp_path: Path, data_root: Path,
+                                                                                 monkeypatch) -> None:
+    """What lets a run carried to another machine skip its finished training: conversion and packing write
+    the same bytes there, and the training step's key does not name where the output and the data sit."""
+    spec = _write(tmp_path / "det.yaml", {"dataset": {"train": ["${GESTUREKIT_WORKFLOW_OUT}/packs/p.gkpack"]}})
+    workflow = _write(tmp_path / "w.yaml", {
+        "name": "t", "datasets": {"ego": {"format": "egohands-csv", "source": "${GESTUREKIT_DATA}/egohands",
+                                          "split": "keep"}},
+        "packs": {"p": {"sources": ["ego"], "splits": ["train"], "max_size": 128}}, "detector": {"spec": str(spec)}})
+    _mini_egohands(data_root, tmp_path / "a" / "data" / "egohands")
+    shutil.copytree(tmp_path / "a" / "data", tmp_path / "b" / "data")
+    keys = []
+    for place in ("a", "b"):
+        monkeypatch.setenv(DATA_VAR, str(tmp_path / place / "data"))
+        out = tmp_path / place / "out"
+        for stage in ("convert", "pack"):
+            runner.run_workflow(workflow, out, only=stage, console=Console(file=open("/dev/null", "w")))
+        state = WorkflowState(out)
+        keys.append({s.name: runner.stage_status(s, state)[0] for s in runner.plan_steps(workflow, out)})
+    packs = [(tmp_path / place / "out" / "packs" / "p.gkpack").read_bytes() for place in ("a", "b")]
+    assert packs[0] == packs[1]
+    assert keys[0]["train/detector"] == keys[1]["train/detector"] and keys[0] == keys[1]
 
 
 def test_content_digest_follows_bytes_not_times(tmp_path: Path) -> None:

@@ -34,9 +34,11 @@ def run(
     workflow: WorkflowArg,
     out: OutOption = None,
     from_stage: Annotated[Optional[str], typer.Option(
-        "--from", help="Rerun this stage and every stage after it, done or not.", show_default=False)] = None,
+        "--from", help="Rerun this stage and every stage after it, done or not (a killed step resumes).",
+        show_default=False)] = None,
     only: Annotated[Optional[str], typer.Option(
-        "--only", help="Run this stage alone (its inputs must exist), done or not.", show_default=False)] = None,
+        "--only", help="Run this stage alone (its inputs must exist), done or not (a killed step resumes).",
+        show_default=False)] = None,
 ) -> None:
     """Run (or resume) the workflow; ends with each step's time and OUT/report.html."""
     from gesturekit.workflow.runner import run_workflow

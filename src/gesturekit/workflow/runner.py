@@ -1,13 +1,16 @@
 """Run a workflow's steps in order, skipping those already done with the same settings and inputs.
 
-A step runs when it never finished, when its settings or the contents of its inputs changed, when an
-output is missing, when a step it reads from ran in this invocation, or when ``--from`` / ``--only``
-force it. A step killed mid-way with the same key resumes in its folder (training from its
-checkpoint); any other step that runs starts from an empty folder.
+A step runs when it never finished, when its settings or the contents of its inputs changed (so a step
+after one that wrote different files runs again; one after a step that wrote the same bytes does not), when
+an output is missing, or when ``--from`` / ``--only`` force it. A step killed mid-way with the same key
+resumes in its folder (training from its checkpoint), forced or not: forcing redoes finished work and never
+throws a killed run's checkpoints away. Any other step that runs starts from an empty folder.
+Keys do not depend on where the output folder and the data sit (``state.step_key``).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from gesturekit.errors import GesturekitError
-from gesturekit.workflow.config import load_workflow
+from gesturekit.workflow.config import DATA_VAR, OUT_VAR, load_workflow
 from gesturekit.workflow.state import WorkflowState, step_key
 from gesturekit.workflow.steps import STAGES, Planner, Step
 
@@ -50,9 +53,14 @@ def _depends_on(step: Step, earlier: Step) -> bool:
     return any(p == root or root in p.parents or p in root.parents for p in step.inputs for root in roots)
 
 
+def _roots(out: Path) -> dict[str, Path]:
+    """The folders a key names paths from: the output folder and the data (as ``plan_steps`` set them)."""
+    return {f"${{{OUT_VAR}}}": out, f"${{{DATA_VAR}}}": Path(os.environ[DATA_VAR])}
+
+
 def stage_status(step: Step, state: WorkflowState) -> tuple[str, Plan]:
     """The step's key and what a plain run would do with it."""
-    key = step_key(step.settings, step.inputs)
+    key = step_key(step.settings, step.inputs, _roots(state.out))
     if state.is_done(step.name, key, step.outputs):
         return key, "done"
     if state.interrupted(step.name, key) and step.resumable:
@@ -70,19 +78,17 @@ def run_workflow(workflow_file: Path, out: Path, from_stage: str | None = None, 
     steps = plan_steps(workflow_file, out.resolve())
     state = WorkflowState(out.resolve())
     outcomes: list[Outcome] = []
-    ran: list[Step] = []
     for index, step in enumerate(steps, 1):
         if only is not None and step.stage != only:
             continue
-        forced = (only is not None or (from_stage is not None and STAGES.index(step.stage) >= STAGES.index(from_stage))
-                  or any(_depends_on(step, earlier) for earlier in ran))
+        forced = only is not None or (from_stage is not None and STAGES.index(step.stage) >= STAGES.index(from_stage))
         key, status = stage_status(step, state)
         label = f"[{index}/{len(steps)}] {escape(step.name)}"
         if status == "done" and not forced:
             console.print(f"[dim]{label}: done, skipped[/dim]")
             outcomes.append(Outcome(step.name, "skipped", 0.0))
             continue
-        resume = status == "resume" and not forced
+        resume = status == "resume"
         console.rule(f"{label}" + (" (resuming)" if resume else ""))
         if step.workdir is not None and not resume and step.workdir.exists():
             shutil.rmtree(step.workdir) if step.workdir.is_dir() else step.workdir.unlink()
@@ -94,7 +100,6 @@ def run_workflow(workflow_file: Path, out: Path, from_stage: str | None = None, 
         if missing:
             raise GesturekitError(f"{step.name}: finished without writing {missing[0]}")
         state.finish(step.name, key, step.outputs, seconds)
-        ran.append(step)
         outcomes.append(Outcome(step.name, "resumed" if resume else "ran", seconds))
     console.print(summary_table(outcomes, state))
     return outcomes
@@ -119,17 +124,17 @@ def stages_table(workflow_file: Path, out: Path) -> Table:
     steps = plan_steps(workflow_file, out.resolve())
     state = WorkflowState(out.resolve())
     words = {"done": "done (skipped)", "run": "to run", "resume": "interrupted: resumes",
-             "changed": "changed: reruns"}
+             "changed": "changed: reruns", "after": "done; reruns if an earlier step changes its inputs"}
     table = Table("#", "stage", "target", "status", Column("time", justify="right"),
                   title=f"{workflow_file} -> {out}")
     dirty: list[Step] = []
     for index, step in enumerate(steps, 1):
         _, status = stage_status(step, state)
         if status == "done" and any(_depends_on(step, d) for d in dirty):
-            status = "changed"
+            status = "after"
         if status != "done":
             dirty.append(step)
         rec = state.record(step.name) or {}
-        seconds = f"{rec['seconds']:.1f} s" if status == "done" and "seconds" in rec else ""
+        seconds = f"{rec['seconds']:.1f} s" if status in ("done", "after") and "seconds" in rec else ""
         table.add_row(str(index), step.stage, escape(step.target), words[status], seconds)
     return table

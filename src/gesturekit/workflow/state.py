@@ -1,11 +1,16 @@
 """What a workflow has done: per step, the key of its settings and inputs' contents, its status,
-outputs and time, in ``OUT/workflow_state.json`` (written atomically after every change)."""
+outputs and time, in ``OUT/workflow_state.json`` (written atomically after every change).
+
+A key names paths by their roots (``${GESTUREKIT_WORKFLOW_OUT}/packs/a.gkpack``), not where the roots sit,
+so an output folder moved, or carried with its data to another machine, resumes instead of starting over.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,11 +44,24 @@ def content_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def step_key(settings: Any, inputs: Iterable[Path]) -> str:
-    """One digest of a step's settings (JSON-able) and the contents of its input files and folders."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+def portable_text(text: str, roots: Mapping[str, Path]) -> str:
+    """``text`` with every path under a root written from the root's name (the longest root first),
+    e.g. ``/home/me/runs/a/packs/p.gkpack`` as ``${GESTUREKIT_WORKFLOW_OUT}/packs/p.gkpack``."""
+    forms = sorted({(form, name) for name, root in roots.items() for form in {str(root), str(root.resolve())}
+                    if "/" in form}, key=lambda pair: -len(pair[0]))
+    for form, name in forms:
+        text = re.sub(rf"(?<![\w./-]){re.escape(form)}(?![\w.-])", lambda _: name, text)
+    return text
+
+
+def step_key(settings: Any, inputs: Iterable[Path], roots: Mapping[str, Path] | None = None) -> str:
+    """One digest of a step's settings (JSON-able) and the contents of its input files and folders,
+    paths under ``roots`` named from the root (see ``portable_text``)."""
+    roots = roots or {}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    digest = hashlib.sha256(portable_text(text, roots).encode())
     for path in inputs:
-        digest.update(f"{path}\0{content_digest(path)}\0".encode())
+        digest.update(f"{portable_text(str(path), roots)}\0{content_digest(path)}\0".encode())
     return digest.hexdigest()
 
 
@@ -51,6 +69,7 @@ class WorkflowState:
     """The records of one output folder's steps, keyed by step name (``stage/target``)."""
 
     def __init__(self, out: Path) -> None:
+        self.out = out
         self.path = out / STATE_FILE
         self.steps: dict[str, dict[str, Any]] = {}
         if self.path.is_file():
@@ -77,9 +96,13 @@ class WorkflowState:
         self._save()
 
     def finish(self, name: str, key: str, outputs: list[Path], seconds: float) -> None:
-        self.steps[name] = {"status": "done", "key": key, "outputs": [str(p) for p in outputs],
+        self.steps[name] = {"status": "done", "key": key, "outputs": [self._name(p) for p in outputs],
                             "seconds": round(seconds, 2)}
         self._save()
+
+    def _name(self, path: Path) -> str:
+        """An output as a path in the output folder (the record stays true when the folder moves)."""
+        return path.relative_to(self.out).as_posix() if path.is_relative_to(self.out) else str(path)
 
     def _save(self) -> None:
         atomic_write_json(self.path, {"steps": self.steps})
