@@ -180,6 +180,10 @@ def test_class_folders_holdout_and_cap(tmp_path: Path) -> None:
     uncapped = class_folder_sources(root, None, holdout=0.2, seed=0)
     assert [s.image for s in uncapped if s.split == "test"] == [s.image for s in sources if s.split == "test"]
     assert len(uncapped) == 42 and {s.label for s in uncapped} == {"fist", "like", "none"}
+    subset = class_folder_sources(root, cmap, holdout=0.2, max_per_class=5, seed=0, folders=["like", "none"])
+    assert subset == [s for s in sources if s.image.parent.name in ("like", "none")]  # the same draw per folder
+    with pytest.raises(GesturekitError, match=r"crops: no class folder 'palm' \(folders: fist, like, none\)$"):
+        class_folder_sources(root, cmap, folders=["like", "palm"])
 
     build_classification_pack(sources, tmp_path / "c.gkpack", max_size=24, workers=0, progress=False)
     pack = open_pack(tmp_path / "c.gkpack")

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from rich.console import Console
 
+from gesturekit.config.base import load_spec
+from gesturekit.config.specs import ClassifierSpec, DetectorSpec
 from gesturekit.errors import GesturekitError
 from gesturekit.workflow import runner
 from gesturekit.workflow.config import DATA_VAR, load_workflow
@@ -65,6 +67,43 @@ def test_shipped_workflows_plan_every_stage_in_order(tmp_path: Path) -> None:
     assert spec["model"]["pretrained_model_file"] == str(tmp_path / "retrain" / "detector" / "best.pt")
     gpu = runner.plan_steps(REPO / "workflows" / "gesture-gpu.yaml", tmp_path)
     assert {s.stage for s in gpu} >= {"train", "prune", "retrain", "qat", "export", "cards", "report"}
+
+
+def test_the_gpu_workflow_trains_each_recipe_as_written(tmp_path: Path) -> None:
+    """Each training stage of gesture-gpu.yaml is its recipe with the recipe's data paths pointed at the
+    workflow's packs and datasets (every repeat kept); only the wiring between stages differs."""
+    steps = {s.name: s for s in runner.plan_steps(REPO / "workflows" / "gesture-gpu.yaml", tmp_path)}
+    recipes = {"train/detector": "hand_detector.yaml", "train/classifier": "gesture_classifier.yaml",
+               "retrain/detector": "hand_detector_pruned.yaml", "qat/detector": "hand_detector_qat.yaml"}
+    wired = {"model": ("pretrained_model_file", "load_graph"), "distillation": ("teacher_model_file",),
+             "training": ("enable_qat",)}
+    prefixes = {".pack/gpu/": f"{tmp_path}/packs/", ".pack/": f"{tmp_path}/packs/", "work/": f"{tmp_path}/data/"}
+
+    def moved(path: str) -> str:
+        prefix = next(p for p in prefixes if path.startswith(p))  # every recipe data path is one of these
+        return prefixes[prefix] + path[len(prefix):]
+
+    def entry(item: str | dict) -> str | dict:
+        return moved(item) if isinstance(item, str) else {**item, "path": moved(item["path"])}
+
+    written = {f"{tmp_path}/packs/{name}.gkpack" for name in yaml.safe_load(
+        (REPO / "workflows" / "gesture-gpu.yaml").read_text())["packs"]}
+    for name, recipe in recipes.items():
+        spec_type = ClassifierSpec if "classifier" in name else DetectorSpec
+        expected = load_spec(REPO / "recipes" / recipe, spec_type, check_files=False).model_dump(mode="json")
+        got = steps[name].settings["spec"]
+        for section in ("dataset", "evaluation"):
+            keys = ("train", "val") if section == "dataset" else ("datasets",)
+            for key in keys:
+                expected[section][key] = [entry(item) for item in expected[section][key]]
+        for spec in (expected, got):
+            for section, keys in wired.items():
+                for key in keys:
+                    if spec.get(section) is not None:
+                        spec[section][key] = None
+        assert got == expected, name
+        packs = {item if isinstance(item, str) else item["path"] for item in got["dataset"]["train"]}
+        assert packs <= written, f"{name} reads packs the workflow does not write: {packs - written}"
 
 
 def _steps(out: Path, log: list[str], settings: dict) -> list[Step]:

@@ -113,14 +113,24 @@ def pack(
             "(square, clipped to the frame)."
         ),
     ] = 2.0,
+    folders: Annotated[
+        str | None,
+        typer.Option(help="Class folders: pack only these folders, comma-separated (e.g. like,fist); "
+                     "the hold-out of a folder is the same in any subset."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Processes that resize and encode images.")] = 2,
 ) -> None:
     """Pack images, boxes and splits into one .gkpack file (help text: ``HELP``)."""
-    wanted = [s.strip() for s in splits.split(",") if s.strip()] if splits else None
+    wanted = _names(splits)
     summary = build_pack(sources, out, kind.value, fmt, max_size, quality, wanted,
                          build_class_map(class_map_preset, class_map), holdout, seed, max_per_class, context,
-                         workers)
+                         workers, folders=_names(folders))
     _print_summary(summary)
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,7 @@ import random
 import struct
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -465,21 +465,30 @@ def class_folder_sources(
     holdout: float = 0.0,
     max_per_class: int | None = None,
     seed: int = 0,
+    folders: Collection[str] | None = None,
 ) -> list[CropSource]:
-    """The images of ``root/<class>/*`` as tight crops, split into ``train`` and ``test``.
+    """The images of ``root/<class>/*`` (of the named ``folders`` only, if given) as tight crops, split
+    into ``train`` and ``test``.
 
     Each folder gives a seeded ``holdout`` fraction of its images to ``test``; the rest are
-    ``train``, of which at most ``max_per_class`` (seeded) are kept. The class is the folder name
-    mapped through ``class_map`` (e.g. a ``data.classmap.ClassMap``).
+    ``train``, of which at most ``max_per_class`` (seeded) are kept. The draw depends on the folder's name
+    and files alone, so packs of different folder subsets hold out the same images. The class is the
+    folder name mapped through ``class_map`` (e.g. a ``data.classmap.ClassMap``).
     """
     root = Path(root)
     if not 0 <= holdout < 1:
         raise GesturekitError(f"holdout: must be in [0, 1), got {holdout}")
     if max_per_class is not None and max_per_class < 1:
         raise GesturekitError(f"max_per_class: must be >= 1, got {max_per_class}")
-    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    present = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if folders is not None:
+        missing = sorted(set(folders) - {p.name for p in present})
+        if missing:
+            raise GesturekitError(f"{root}: no class folder {missing[0]!r} "
+                                  f"(folders: {', '.join(p.name for p in present) or 'none'})")
+        present = [p for p in present if p.name in set(folders)]
     out: list[CropSource] = []
-    for folder in folders:
+    for folder in present:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         random.Random(f"{seed}:{folder.name}").shuffle(files)
         n_test = math.floor(len(files) * holdout + 0.5)

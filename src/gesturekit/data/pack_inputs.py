@@ -67,16 +67,20 @@ def crop_sources(
     holdout: float,
     max_per_class: int | None,
     seed: int,
+    folders: list[str] | None = None,
 ) -> list[CropSource]:
-    """One hand crop per box of the frame sources, and the (held-out, capped) images of class folders."""
+    """One hand crop per box of the frame sources, and the (held-out, capped) images of class folders
+    (the named ``folders`` only, if given)."""
     from gesturekit.data.pack import class_folder_sources, frame_sources
 
     crops: list[CropSource] = []
     for src in sources:
         src_fmt = source_format(src, fmt)
         if src_fmt == FOLDERS:
-            found = class_folder_sources(src, cmap, holdout, max_per_class, seed)
+            found = class_folder_sources(src, cmap, holdout, max_per_class, seed, folders)
             crops += [c for c in found if wanted is None or c.split in wanted]
+        elif folders is not None:
+            raise GesturekitError(f"{src}: folders selects class folders, and this source is {src_fmt}")
         else:
             crops += frame_sources(read_splits(src, src_fmt, wanted), cmap)
     if not crops:
@@ -88,7 +92,7 @@ def build_pack(sources: list[Path], out: Path, kind: PackKind = "detection", fmt
                max_size: int = 512, quality: int = 90, splits: list[str] | None = None,
                cmap: ClassMap | None = None, holdout: float = 0.0, seed: int = 0,
                max_per_class: int | None = None, context: float = 2.0, workers: int = 2,
-               progress: bool = True) -> PackSummary:
+               progress: bool = True, folders: list[str] | None = None) -> PackSummary:
     """Write the ``.gkpack`` at ``out`` from ``sources`` (``gesturekit data pack --help`` explains each option)."""
     from gesturekit.data.pack import build_classification_pack, build_detection_pack  # lazy: torch
 
@@ -96,8 +100,10 @@ def build_pack(sources: list[Path], out: Path, kind: PackKind = "detection", fmt
         raise GesturekitError(f"{out}: the output must end with .gkpack")
     root = Path(os.path.commonpath([str(s.resolve()) for s in sources]))
     if kind == "detection":
+        if folders is not None:
+            raise GesturekitError("folders: selects class folders, for --kind classification")
         return build_detection_pack(detection_annotations(sources, fmt, splits, cmap), out, max_size, quality,
                                     root=root, workers=workers, progress=progress)
-    crops = crop_sources(sources, fmt, splits, cmap, holdout, max_per_class, seed)
+    crops = crop_sources(sources, fmt, splits, cmap, holdout, max_per_class, seed, folders)
     return build_classification_pack(crops, out, max_size, quality, context, root=root, workers=workers,
                                      progress=progress)

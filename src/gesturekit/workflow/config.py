@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -74,6 +74,8 @@ class Packing(StrictModel):
     class_map: dict[str, str] = Field(default_factory=dict)
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     max_per_class: PositiveInt | None = None
+    folders: list[str] | None = None
+    """Class-folder sources: pack only these folders (each folder's hold-out is the same in any subset)."""
     context: Annotated[float, Field(ge=1)] = 2.0
     seed: int = 0
 
@@ -109,6 +111,13 @@ class Retrain(SpecStage):
     distillation_weight: Annotated[float, Field(gt=0)] | None = None
 
 
+class Qat(SpecStage):
+    """Quantization-aware training of the last detector of the chain; ``distillation_weight`` makes that
+    (FP32) model the teacher of its quantized copy."""
+
+    distillation_weight: Annotated[float, Field(gt=0)] | None = None
+
+
 class Export(StrictModel):
     """ONNX precisions of a model (each checked against PyTorch); int8 calibrates on the training data
     unless the model was trained with QAT. ``engine`` also builds a TensorRT engine (where installed)."""
@@ -129,7 +138,7 @@ class DetectorStages(StrictModel):
     export: Export = Export()
     prune: Prune | None = None
     retrain: Retrain | None = None
-    qat: SpecStage | None = None
+    qat: Qat | None = None
     optimized_export: Export = Export()
     """How the pruned (retrained) detector exports; a QAT model exports as int8 from its learned ranges."""
 
@@ -169,6 +178,10 @@ class TritonRepo(StrictModel):
 class Workflow(StrictModel):
     name: str
     description: str = ""
+    paths: dict[str, Path] = Field(default_factory=dict)
+    """Where the stage specs' own data paths point in this workflow: a dataset or evaluation path of a spec
+    that starts with a key (``.pack/gpu``) is read from its value (``${GESTUREKIT_WORKFLOW_OUT}/packs``), the
+    longest key first, so a recipe runs on the workflow's packs with its data lists as written."""
     datasets: dict[str, Conversion] = Field(default_factory=dict)
     packs: dict[str, Packing] = Field(default_factory=dict)
     detector: DetectorStages | None = None
@@ -186,6 +199,36 @@ class Workflow(StrictModel):
         if self.detector is None and self.classifier is None:
             raise ValueError("detector / classifier: a workflow trains at least one model")
         return self
+
+
+def remap_path(value: str, paths: dict[str, Path]) -> str:
+    """``value`` with the longest matching ``paths`` prefix (whole path parts) replaced by its target."""
+    parts = Path(value).parts
+    for prefix in sorted(paths, key=lambda k: -len(Path(k).parts)):
+        head = Path(prefix).parts
+        if parts[:len(head)] == head:
+            return str(Path(paths[prefix], *parts[len(head):]))
+    return value
+
+
+def remap_spec_data(data: dict[str, Any], paths: dict[str, Path]) -> dict[str, Any]:
+    """A spec's raw dict with its dataset (train, val) and evaluation paths remapped by ``paths``."""
+    if not paths:
+        return data
+
+    def entry(item: Any) -> Any:
+        if isinstance(item, str):
+            return remap_path(item, paths)
+        if isinstance(item, dict) and isinstance(item.get("path"), str):
+            return {**item, "path": remap_path(item["path"], paths)}
+        return item
+
+    for section, keys in (("dataset", ("train", "val")), ("evaluation", ("datasets",))):
+        node = data.get(section)
+        for key in keys:
+            if isinstance(node, dict) and isinstance(node.get(key), list):
+                node[key] = [entry(item) for item in node[key]]
+    return data
 
 
 def set_environment(out: Path) -> None:

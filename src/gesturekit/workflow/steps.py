@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gesturekit.config.base import load_spec
+from gesturekit.config.base import apply_overrides, read_yaml, validate_spec
 from gesturekit.config.specs import ClassifierSpec, DetectorSpec
 from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.cards import PACKS
 from gesturekit.io import atomic_write_json, atomic_write_text
 from gesturekit.models.zoo import EVAL, ONNX, SPEC, SUMMARY, read_model_json
-from gesturekit.workflow.config import ClassifierStages, DetectorStages, Export, Workflow
+from gesturekit.workflow.config import ClassifierStages, DetectorStages, Export, Workflow, remap_spec_data
 
 STAGES = ("convert", "pack", "train", "evaluate", "prune", "retrain", "qat", "export", "evaluate_exports",
           "triton_repo", "cards", "report")
@@ -166,7 +166,7 @@ class Planner:
             cmap = build_class_map(packing.class_map_preset, _class_map_text(packing.class_map))
             summary = build_pack(sources, out, packing.kind, "auto", packing.max_size, packing.quality,
                                  packing.splits, cmap, packing.holdout, packing.seed, packing.max_per_class,
-                                 packing.context)
+                                 packing.context, folders=packing.folders)
             atomic_write_json(out.with_suffix(".json"), {**asdict(summary), "path": str(summary.path)})
 
         self._add(Step("pack", name, packing.model_dump(mode="json"), sources, [out, out.with_suffix(".json")], run))
@@ -175,9 +175,12 @@ class Planner:
     def _spec_type(self, model: str) -> type[DetectorSpec] | type[ClassifierSpec]:
         return DetectorSpec if model == "detector" else ClassifierSpec
 
-    def _resolved(self, model: str, spec: Path, overrides: list[str]) -> DetectorSpec | ClassifierSpec:
-        """The spec with overrides, paths unchecked (the files it names may be written by earlier steps)."""
-        return load_spec(spec, self._spec_type(model), overrides, check_files=False)
+    def _resolved(self, model: str, spec: Path, overrides: list[str],
+                  check_files: bool = False) -> DetectorSpec | ClassifierSpec:
+        """The spec with overrides and its data paths mapped by the workflow's ``paths``; paths unchecked unless
+        ``check_files`` (when planning, the files it names may be written by earlier steps)."""
+        data = remap_spec_data(apply_overrides(read_yaml(spec), overrides), self.wf.paths)
+        return validate_spec(data, self._spec_type(model), str(spec), check_files)
 
     def run_dir(self, stage: str, model: str) -> Path:
         return self.out / stage / model
@@ -203,10 +206,10 @@ class Planner:
         spec = self._resolved(model, spec_path, all_overrides)
         run_dir = self.run_dir(stage, model)
         ckpt = self.checkpoint(stage, model, spec)
-        spec_type, device = self._spec_type(model), self.wf.device
+        device = self.wf.device
 
         def run() -> None:
-            checked = load_spec(spec_path, spec_type, all_overrides)
+            checked = self._resolved(model, spec_path, all_overrides, check_files=True)
             if model == "detector":
                 from gesturekit.training.detector import train_detector
 
@@ -247,8 +250,10 @@ class Planner:
             self._optimized.append((last, "pruned", self.run_dir("retrain", "detector"), False))
         if det.qat is not None:
             graph = ["model.load_graph=true"] if det.prune is not None else []
+            teacher = ([f"distillation={{teacher_model_file: {last}, weight: {det.qat.distillation_weight}}}"]
+                       if det.qat.distillation_weight else [])
             last = self._train("detector", "qat", det.qat.spec or det.spec, [*det.overrides, *det.qat.overrides],
-                               [*graph, f"model.pretrained_model_file={last}", "training.enable_qat=true"])
+                               [*graph, f"model.pretrained_model_file={last}", "training.enable_qat=true", *teacher])
             name = "pruned-qat" if det.prune is not None else "qat"
             self._optimized.append((last, name, self.run_dir("qat", "detector"), True))
 
@@ -269,7 +274,8 @@ class Planner:
             from gesturekit.evaluation.spec_metric import spec_metric
             from gesturekit.training.search import save_chosen, search_threshold
 
-            spec = load_spec(spec_path, DetectorSpec, overrides)
+            spec = self._resolved("detector", spec_path, overrides, check_files=True)
+            assert isinstance(spec, DetectorSpec)
             result = search_threshold(trained, spec, spec_metric(spec), prune.target_drop, work_dir=out_dir / "search",
                                       thresholds=prune.thresholds, retrain_epochs=prune.retrain_epochs,
                                       selection=selection, device=device)
