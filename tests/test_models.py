@@ -254,3 +254,30 @@ def test_classifier_box_head_learns_only_from_its_class() -> None:
     probs, predicted = model.export_forward(images)
     assert probs.shape == (3, 2) and predicted.shape == (3, 4)
     assert len(model(images)) == 3
+
+
+def test_a_fine_tune_that_adds_a_backbone_stage_takes_imagenet_for_it_and_the_checkpoint_for_the_rest(
+        tmp_path) -> None:
+    """v1 -> v2 of the shipped detector: v2 adds the stride-32 stage to v1's graph; that stage starts from
+    ImageNet, everything v1 had from v1 (what recipes/hand_detector_v2.yaml's init file held)."""
+    from gesturekit.config.specs import DetectorModel
+    from gesturekit.training.common import init_model
+
+    v1 = create_model("detectnet_v2", pretrained=False)
+    with torch.no_grad():
+        for tensor in v1.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.5)  # weights no ImageNet file holds
+    torch.save({"model": v1.state_dict()}, tmp_path / "v1.pt")
+    spec = DetectorModel(pretrained_model_file=tmp_path / "v1.pt", context_stride=32)
+    v2 = init_model(spec, {"context_stride": 32}, is_main=False).state_dict()
+    imagenet = create_model("detectnet_v2", pretrained=True, context_stride=32).state_dict()
+    own = v1.state_dict()
+    added = [name for name in v2 if name.startswith("backbone.") and name not in own]
+    assert added, "the stride-32 stage adds backbone tensors"
+    assert all(torch.equal(v2[name], imagenet[name]) for name in added)
+    kept = [name for name in own if own[name].shape == v2[name].shape]
+    assert kept and all(torch.equal(v2[name], own[name]) for name in kept)
+    without = init_model(spec.model_copy(update={"pretrained": False}), {"context_stride": 32}, is_main=False)
+    assert not any(torch.equal(without.state_dict()[name], imagenet[name]) for name in added if
+                   without.state_dict()[name].is_floating_point() and without.state_dict()[name].numel() > 1)

@@ -81,7 +81,7 @@ def test_quickstart_resumes_after_sigkill_and_ends_with_a_report_that_renders(da
     markdown = (out / "report.md").read_text()
     # 4. nothing left to do: every step skipped, the same report
     log = _run(out, data_root)
-    assert len(_skipped(log)) == 26 and (out / "report.html").read_bytes() == report
+    assert len(_skipped(log)) == 28 and (out / "report.html").read_bytes() == report
     served = (out / "triton_repo" / "gesture_cascade" / "1" / "hand_detector.onnx").read_bytes()
     assert served == (out / "models" / "detector-pruned-qat-int8" / "model.onnx").read_bytes()
     assert (out / "triton_repo" / "gesture_classifier" / "config.pbtxt").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -52,13 +53,27 @@ def test_unknown_key_and_wrong_type_name_the_file_and_the_key(tmp_path: Path) ->
     _write(path, bad)
     with pytest.raises(GesturekitError, match="retrain: needs a prune section"):
         load_workflow(path, tmp_path / "out")
+    bad = _workflow(tmp_path)
+    bad["detector"].update(finetune=[{"name": "v2"}, {"name": "v2"}])
+    _write(path, bad)
+    with pytest.raises(GesturekitError, match="finetune: the name 'v2' is taken"):
+        load_workflow(path, tmp_path / "out")
+    bad["detector"].update(finetune=[{"name": "v2"}], prune={"start": "v3"})
+    _write(path, bad)
+    with pytest.raises(GesturekitError, match=r"prune\.start: 'v3' is not train or a fine-tune \(v2\)"):
+        load_workflow(path, tmp_path / "out")
 
 
 def test_shipped_workflows_plan_every_stage_in_order(tmp_path: Path) -> None:
     quick = runner.plan_steps(REPO / "workflows" / "quickstart-cpu.yaml", tmp_path)
     stages = list(dict.fromkeys(s.stage for s in quick))
-    assert stages == ["convert", "pack", "train", "evaluate", "prune", "retrain", "qat", "export",
+    assert stages == ["convert", "pack", "train", "finetune", "evaluate", "prune", "retrain", "qat", "export",
                       "evaluate_exports", "triton_repo", "cards", "report"]
+    soup = next(s for s in quick if s.name == "finetune/detector-soup")
+    assert soup.settings["spec"]["distillation"]["teacher_model_file"] == str(tmp_path / "train" / "detector" /
+                                                                             "best.pt")
+    averaged = tmp_path / "finetune" / "detector-soup-average" / "model.pt"
+    assert next(s for s in quick if s.name == "prune/detector").inputs == [averaged]  # the chain's last model
     exported = [s.target for s in quick if s.stage == "export"]
     assert "detector-pruned-qat-int8" in exported and "classifier-int8" in exported
     qat = next(s for s in quick if s.name == "qat/detector")
@@ -74,7 +89,9 @@ def test_the_gpu_workflow_trains_each_recipe_as_written(tmp_path: Path) -> None:
     workflow's packs and datasets (every repeat kept); only the wiring between stages differs."""
     steps = {s.name: s for s in runner.plan_steps(REPO / "workflows" / "gesture-gpu.yaml", tmp_path)}
     recipes = {"train/detector": "hand_detector.yaml", "train/classifier": "gesture_classifier.yaml",
-               "retrain/detector": "hand_detector_pruned.yaml", "qat/detector": "hand_detector_qat.yaml"}
+               "finetune/detector-v2": "hand_detector_v2.yaml", "finetune/detector-v3": "hand_detector_v3.yaml",
+               "finetune/detector-v4": "hand_detector_v4.yaml", "retrain/detector": "hand_detector_pruned.yaml",
+               "qat/detector": "hand_detector_qat.yaml"}
     wired = {"model": ("pretrained_model_file", "load_graph"), "distillation": ("teacher_model_file",),
              "training": ("enable_qat",)}
     prefixes = {".pack/gpu/": f"{tmp_path}/packs/", ".pack/": f"{tmp_path}/packs/", "work/": f"{tmp_path}/data/"}
@@ -91,7 +108,7 @@ def test_the_gpu_workflow_trains_each_recipe_as_written(tmp_path: Path) -> None:
     for name, recipe in recipes.items():
         spec_type = ClassifierSpec if "classifier" in name else DetectorSpec
         expected = load_spec(REPO / "recipes" / recipe, spec_type, check_files=False).model_dump(mode="json")
-        got = steps[name].settings["spec"]
+        got = copy.deepcopy(steps[name].settings["spec"])
         for section in ("dataset", "evaluation"):
             keys = ("train", "val") if section == "dataset" else ("datasets",)
             for key in keys:
@@ -104,6 +121,21 @@ def test_the_gpu_workflow_trains_each_recipe_as_written(tmp_path: Path) -> None:
         assert got == expected, name
         packs = {item if isinstance(item, str) else item["path"] for item in got["dataset"]["train"]}
         assert packs <= written, f"{name} reads packs the workflow does not write: {packs - written}"
+    # the wiring, as the recipes' comments say the shipped models were made
+    model = {name: steps[name].settings["spec"]["model"]["pretrained_model_file"] for name in recipes}
+    teacher = {name: (steps[name].settings["spec"].get("distillation") or {}).get("teacher_model_file")
+               for name in recipes}
+    v3, soup = f"{tmp_path}/finetune/detector-v3/last.pt", f"{tmp_path}/finetune/detector-v4-average/model.pt"
+    assert model["finetune/detector-v2"] == f"{tmp_path}/train/detector/best.pt"
+    v2 = f"{tmp_path}/finetune/detector-v2/last.pt"
+    assert model["finetune/detector-v3"] == teacher["finetune/detector-v3"] == v2
+    assert model["finetune/detector-v4"] == v3 and teacher["finetune/detector-v4"] is None
+    assert steps["finetune/detector-v4-average"].inputs == [Path(f"{tmp_path}/finetune/detector-v4/last.pt"), Path(v3)]
+    assert steps["prune/detector"].inputs == [Path(v3)] and teacher["retrain/detector"] == v3
+    assert model["qat/detector"] == teacher["qat/detector"] == soup
+    assert [s.target for s in steps.values() if s.stage == "export"] == [
+        "detector-fp32", "detector-pruned-fp32", "detector-pruned-int8", "detector-qat-int8", "classifier-fp32",
+        "classifier-int8"]
 
 
 def _steps(out: Path, log: list[str], settings: dict) -> list[Step]:

@@ -162,7 +162,8 @@ class ModelSection(StrictModel):
     arch: str
     backbone: Backbone = "mobilenet_v2"
     pretrained: bool = True
-    """ImageNet weights for the backbone, when no ``pretrained_model_file`` is given."""
+    """ImageNet weights for the backbone: all of it when no ``pretrained_model_file`` is given, else the backbone
+    tensors that file lacks (a deeper stage a fine-tune adds)."""
     pretrained_model_file: ExistingPath | None = None
     """A checkpoint whose matching weights start the training."""
     load_graph: bool = False

@@ -26,7 +26,8 @@ console = Console(stderr=True)
 def init_model(model_spec: ModelSection, kwargs: dict[str, Any], is_main: bool) -> nn.Module:
     """The model of a spec's ``model`` section, initialised as it says: a pruned graph to retrain
     (``load_graph``: the checkpoint's widths and weights, this spec's ``kwargs``), a user checkpoint
-    (``pretrained_model_file``) or ImageNet weights."""
+    (``pretrained_model_file``) or ImageNet weights. With ``pretrained``, backbone tensors that the checkpoint
+    lacks (a deeper stage that this fine-tune adds) come from ImageNet rather than from random numbers."""
     if model_spec.load_graph:
         from gesturekit.optimize.restore import load_pruned_checkpoint
 
@@ -34,7 +35,13 @@ def init_model(model_spec: ModelSection, kwargs: dict[str, Any], is_main: bool) 
     use_imagenet = model_spec.pretrained and model_spec.pretrained_model_file is None
     model = create_model(model_spec.arch, pretrained=use_imagenet, **kwargs)
     report_backbone(model, is_main)
-    load_initial_weights(model, model_spec.pretrained_model_file, is_main)
+    missing = load_initial_weights(model, model_spec.pretrained_model_file, is_main)
+    gaps = [name for name in missing if name.startswith("backbone.")]
+    if gaps and model_spec.pretrained:
+        imagenet = create_model(model_spec.arch, pretrained=True, **kwargs).state_dict()
+        model.load_state_dict({name: imagenet[name] for name in gaps}, strict=False)
+        if is_main:
+            console.print(f"ImageNet weights for the {len(gaps)} backbone tensors the checkpoint lacks")
     return model
 
 
@@ -85,13 +92,15 @@ def train_task(spec: Any, results_dir: Path, device: str | None, dataset_cls: ty
     return summary
 
 
-def load_initial_weights(model: nn.Module, pretrained_model_file: Path | None, is_main: bool) -> None:
-    """Initialise from a user checkpoint (TAO's ``pretrained_model_file``) and report what matched."""
+def load_initial_weights(model: nn.Module, pretrained_model_file: Path | None, is_main: bool) -> list[str]:
+    """Initialise from a user checkpoint (TAO's ``pretrained_model_file``) and report what matched; returns the
+    names of the model's tensors that the checkpoint did not give."""
     if pretrained_model_file is None:
-        return
+        return []
     report = load_matching(model, read_state_dict(pretrained_model_file), str(pretrained_model_file))
     if is_main:
         console.print(report.summary())
+    return report.missing
 
 
 def report_backbone(model: nn.Module, is_main: bool) -> None:

@@ -85,11 +85,29 @@ class Packing(StrictModel):
         return _preset(value)
 
 
+Keep = Literal["best", "last"]
+"""Which checkpoint of a training run the chain carries on with: ``best`` (by validation; the last epoch when
+the spec does not validate) or ``last``."""
+CHAIN_NAMES = ("train", "pruned")
+"""Names of the detector chain's own models: ``train`` (the first training) and ``pruned`` (retrained)."""
+
+
 class SpecStage(StrictModel):
     """A training stage: a spec file (default: the model's own) and ``KEY.PATH=VALUE`` overrides."""
 
     spec: Path | None = None
     overrides: list[str] = Field(default_factory=list)
+    keep: Keep = "best"
+
+
+class Finetune(SpecStage):
+    """A fine-tune of the detector before it in the chain (the first: ``train``'s model), named for ``prune.start``
+    and ``qat.start``. ``distillation_weight`` makes the model it starts from its teacher; ``average`` (0-1) makes
+    the chain's model the weight average ``average`` x fine-tuned + (1 - ``average``) x start (a model soup)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
+    distillation_weight: Annotated[float, Field(gt=0)] | None = None
+    average: Annotated[float, Field(gt=0, lt=1)] | None = None
 
 
 class Prune(StrictModel):
@@ -102,6 +120,8 @@ class Prune(StrictModel):
     retrain_epochs: PositiveInt = 1
     equalization: Literal["union", "intersection", "arithmetic_mean", "geometric_mean"] = "union"
     criterion: Literal["l2", "bn_scale"] = "l2"
+    start: str | None = None
+    """The chain's model to prune: ``train`` or a fine-tune's name (default: the last of the chain)."""
 
 
 class Retrain(SpecStage):
@@ -112,9 +132,11 @@ class Retrain(SpecStage):
 
 
 class Qat(SpecStage):
-    """Quantization-aware training of the last detector of the chain; ``distillation_weight`` makes that
-    (FP32) model the teacher of its quantized copy."""
+    """Quantization-aware training of a detector of the chain: ``start`` names it (``pruned``, ``train`` or a
+    fine-tune's name; default: ``pruned`` when the chain retrains a pruned model, else its last model);
+    ``distillation_weight`` makes that FP32 model the teacher of its quantized copy."""
 
+    start: str | None = None
     distillation_weight: Annotated[float, Field(gt=0)] | None = None
 
 
@@ -131,11 +153,14 @@ class Export(StrictModel):
 
 
 class DetectorStages(StrictModel):
-    """The detector's chain: train -> prune -> retrain -> qat; every stage after ``train`` is optional."""
+    """The detector's chain: train -> finetune... -> prune -> retrain -> qat; every stage after ``train`` is
+    optional. ``export`` exports the chain's last unpruned model."""
 
     spec: Path
     overrides: list[str] = Field(default_factory=list)
+    keep: Keep = "best"
     export: Export = Export()
+    finetune: list[Finetune] = Field(default_factory=list)
     prune: Prune | None = None
     retrain: Retrain | None = None
     qat: Qat | None = None
@@ -146,12 +171,23 @@ class DetectorStages(StrictModel):
     def _chain(self) -> "DetectorStages":
         if self.retrain is not None and self.prune is None:
             raise ValueError("retrain: needs a prune section (it retrains the pruned graph)")
+        names = [f.name for f in self.finetune]
+        for name in names:
+            if name in CHAIN_NAMES or names.count(name) > 1:
+                raise ValueError(f"finetune: the name {name!r} is taken (by another fine-tune, or the chain's "
+                                 f"{', '.join(CHAIN_NAMES)})")
+        if self.prune is not None and self.prune.start not in (None, "train", *names):
+            raise ValueError(f"prune.start: {self.prune.start!r} is not train or a fine-tune ({', '.join(names)})")
+        pruned = ["pruned"] if self.retrain is not None else []
+        if self.qat is not None and self.qat.start not in (None, "train", *names, *pruned):
+            raise ValueError(f"qat.start: {self.qat.start!r} is not {', '.join(['train', *names, *pruned])}")
         return self
 
 
 class ClassifierStages(StrictModel):
     spec: Path
     overrides: list[str] = Field(default_factory=list)
+    keep: Keep = "best"
     export: Export = Export()
 
 

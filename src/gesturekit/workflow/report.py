@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from gesturekit.io import atomic_write_bytes, atomic_write_text
 from gesturekit.workflow.state import STATE_FILE
 
-TRAINING_RUNS = (("train", "trained"), ("retrain", "pruned, retrained"), ("qat", "quantization-aware trained"))
+TRAINING_RUNS = (("train", "trained"), ("finetune", "fine-tuned"), ("retrain", "pruned, retrained"),
+                 ("qat", "quantization-aware trained"))
 VALIDATION_KEYS = ("ap50", "macro_f1")
 
 
@@ -33,9 +34,23 @@ def _records(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def _steps(out: Path) -> dict[str, dict[str, Any]]:
+    """The workflow state's records by step (``stage/target``), in the order the steps first started."""
+    path = out / STATE_FILE
+    return dict(json.loads(path.read_text())["steps"]) if path.is_file() else {}
+
+
 def curves_png(out: Path, model: str) -> bytes | None:
     """Training loss (left) and validation metric (right) per epoch of each training run of ``model``."""
-    runs = [(label, _records(out / stage / model)) for stage, label in TRAINING_RUNS]
+    runs = []
+    for stage, label in TRAINING_RUNS:
+        if stage != "finetune":
+            runs.append((label, _records(out / stage / model)))
+            continue
+        for target in _steps(out):  # fine-tunes in the order they ran: OUT/finetune/<model>-<name>
+            prefix = f"{stage}/{model}-"
+            if target.startswith(prefix):
+                runs.append((f"{label} ({target[len(prefix):]})", _records(out / target)))
     runs = [(label, recs) for label, recs in runs if recs]
     if not runs:
         return None
@@ -138,9 +153,7 @@ def variants(out: Path, names: list[str]) -> tuple[list[dict[str, Any]], bytes |
 
 
 def _step_times(out: Path) -> list[tuple[str, float]]:
-    path = out / STATE_FILE
-    steps = json.loads(path.read_text())["steps"] if path.is_file() else {}
-    return [(name, float(rec.get("seconds", 0.0))) for name, rec in steps.items() if rec.get("status") == "done"]
+    return [(name, float(rec.get("seconds", 0.0))) for name, rec in _steps(out).items() if rec.get("status") == "done"]
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -23,12 +23,13 @@ from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.cards import PACKS
 from gesturekit.io import atomic_write_json, atomic_write_text
 from gesturekit.models.zoo import EVAL, ONNX, SPEC, SUMMARY, read_model_json
-from gesturekit.workflow.config import ClassifierStages, DetectorStages, Export, Workflow, remap_spec_data
+from gesturekit.workflow.config import (ClassifierStages, DetectorStages, Export, Finetune, Workflow,
+                                       remap_spec_data)
 
-STAGES = ("convert", "pack", "train", "evaluate", "prune", "retrain", "qat", "export", "evaluate_exports",
-          "triton_repo", "cards", "report")
+STAGES = ("convert", "pack", "train", "finetune", "evaluate", "prune", "retrain", "qat", "export",
+          "evaluate_exports", "triton_repo", "cards", "report")
 """Every stage, in the order a workflow runs them."""
-TRAINING_STAGES = ("train", "retrain", "qat")
+TRAINING_STAGES = ("train", "finetune", "retrain", "qat")
 
 
 
@@ -49,6 +50,15 @@ class Step:
     @property
     def name(self) -> str:
         return f"{self.stage}/{self.target}"
+
+
+@dataclass(frozen=True)
+class ChainModel:
+    """A model of the detector chain: the checkpoint it leaves and the training run behind it."""
+
+    checkpoint: Path
+    training_run: Path
+    pruned: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ class Planner:
         self.variants: list[Variant] = []
         self._optimized: list[tuple[Path, str, Path, bool]] = []
         """(checkpoint, variant suffix, training run, trained with QAT) of each optimized detector."""
+        self.chain: dict[str, ChainModel] = {}
+        """The detector chain's models by name (``train``, each fine-tune's, ``pruned``), in order."""
+        self.final: dict[str, ChainModel] = {}
+        """Each model's last unpruned checkpoint (the detector: the chain's last fine-tune, else ``train``)."""
 
     # ------------------------------------------------------------------ paths
     def dataset_dir(self, name: str) -> Path:
@@ -119,7 +133,12 @@ class Planner:
         models: list[tuple[str, DetectorStages | ClassifierStages]] = [
             (m, s) for m, s in (("detector", self.wf.detector), ("classifier", self.wf.classifier)) if s is not None]
         for model, stages in models:
-            self._train(model, "train", stages.spec, stages.overrides, [])
+            ckpt = self._train(model, "train", stages.spec, stages.overrides, [], stages.keep)
+            self.final[model] = ChainModel(ckpt, self.run_dir("train", model))
+        if self.wf.detector is not None:
+            self.chain["train"] = self.final["detector"]
+            for finetune in self.wf.detector.finetune:
+                self._finetune(self.wf.detector, finetune)
         for model, stages in models:
             self._evaluate(model, stages)
         if self.wf.detector is not None:
@@ -185,9 +204,9 @@ class Planner:
     def run_dir(self, stage: str, model: str) -> Path:
         return self.out / stage / model
 
-    def checkpoint(self, stage: str, model: str, spec: DetectorSpec | ClassifierSpec) -> Path:
-        """The run's model to carry on from: ``best.pt`` when the spec validates, else ``last.pt``."""
-        return self.run_dir(stage, model) / ("best.pt" if spec.dataset.val else "last.pt")
+    def checkpoint(self, stage: str, target: str, spec: DetectorSpec | ClassifierSpec, keep: str = "best") -> Path:
+        """The run's model to carry on from: ``best.pt`` when asked for and the spec validates, else ``last.pt``."""
+        return self.run_dir(stage, target) / ("best.pt" if keep == "best" and spec.dataset.val else "last.pt")
 
     def _spec_inputs(self, spec: DetectorSpec | ClassifierSpec) -> list[Path]:
         """The files a spec reads: its data, initial weights and teacher (not evaluation data)."""
@@ -200,12 +219,14 @@ class Planner:
             paths.append(distillation.teacher_model_file)
         return list(dict.fromkeys(Path(p) for p in paths))
 
-    def _train(self, model: str, stage: str, spec_path: Path, overrides: list[str], wiring: list[str]) -> Path:
-        """A training step; returns the checkpoint it leaves."""
+    def _train(self, model: str, stage: str, spec_path: Path, overrides: list[str], wiring: list[str],
+               keep: str = "best", target: str | None = None) -> Path:
+        """A training step of ``model`` (its run: ``OUT/<stage>/<target>``); returns the checkpoint it leaves."""
         all_overrides = [*overrides, *wiring]
         spec = self._resolved(model, spec_path, all_overrides)
-        run_dir = self.run_dir(stage, model)
-        ckpt = self.checkpoint(stage, model, spec)
+        target = target or model
+        run_dir = self.run_dir(stage, target)
+        ckpt = self.checkpoint(stage, target, spec, keep)
         device = self.wf.device
 
         def run() -> None:
@@ -219,14 +240,41 @@ class Planner:
 
                 train_classifier(checked, run_dir, device)
 
-        self._add(Step(stage, model, {"spec": spec.model_dump(mode="json"), "device": device},
+        self._add(Step(stage, target, {"spec": spec.model_dump(mode="json"), "device": device, "keep": keep},
                        self._spec_inputs(spec), [ckpt, run_dir / SUMMARY, run_dir / SPEC], run, run_dir,
                        resumable=True))
         return ckpt
 
+    def _finetune(self, det: DetectorStages, finetune: Finetune) -> None:
+        """Fine-tune the chain's last model (its teacher with ``distillation_weight``), then average the two
+        when asked; the result is the chain's last model from then on."""
+        start = self.final["detector"]
+        target = f"detector-{finetune.name}"
+        ckpt = self._train("detector", "finetune", finetune.spec or det.spec, [*det.overrides, *finetune.overrides],
+                           [f"model.pretrained_model_file={start.checkpoint}",
+                            *_teacher(start.checkpoint, finetune.distillation_weight)], finetune.keep, target)
+        run_dir = self.run_dir("finetune", target)
+        if finetune.average is not None:
+            ckpt = self._average(f"{target}-average", [ckpt, start.checkpoint],
+                                 [finetune.average, 1.0 - finetune.average])
+        self.final["detector"] = self.chain[finetune.name] = ChainModel(ckpt, run_dir)
+
+    def _average(self, target: str, checkpoints: list[Path], weights: list[float]) -> Path:
+        """``gesturekit models average``: the weight average of ``checkpoints`` (a model soup)."""
+        out = self.run_dir("finetune", target) / "model.pt"
+
+        def run() -> None:
+            from gesturekit.engine.checkpoint import save_checkpoint
+            from gesturekit.optimize.average import average_checkpoints
+
+            save_checkpoint(out, average_checkpoints(checkpoints, weights))
+
+        self._add(Step("finetune", target, {"weights": weights}, checkpoints, [out], run, out.parent))
+        return out
+
     def _evaluate(self, model: str, stages: DetectorStages | ClassifierStages) -> None:
         spec = self._resolved(model, stages.spec, stages.overrides)
-        ckpt = self.checkpoint("train", model, spec)
+        ckpt = self.final[model].checkpoint
         out = self.run_dir("evaluate", model)
         self._add(Step("evaluate", model, {"evaluation": spec.evaluation.model_dump(mode="json")},
                        [ckpt, *spec.evaluation.datasets], [out / EVAL],
@@ -234,28 +282,27 @@ class Planner:
 
     def _optimize(self, det: DetectorStages) -> None:
         """Prune -> retrain -> qat, each optional; records the models they leave for export."""
-        spec = self._resolved("detector", det.spec, det.overrides)
-        trained = self.checkpoint("train", "detector", spec)
-        last = trained
+        last = self.final["detector"]
         if det.prune is not None:
-            last = self._prune(det, trained)
+            start = self.chain[det.prune.start] if det.prune.start else last
+            last = ChainModel(self._prune(det, start.checkpoint), start.training_run, pruned=True)
             if det.prune.target_drop is not None and det.retrain is None:  # the search retrained it briefly
-                self._optimized.append((last, "pruned", self.run_dir("train", "detector"), False))
-        if det.retrain is not None:
-            teacher = ([f"distillation={{teacher_model_file: {trained}, weight: {det.retrain.distillation_weight}}}"]
-                       if det.retrain.distillation_weight else [])
-            last = self._train("detector", "retrain", det.retrain.spec or det.spec,
-                               [*det.overrides, *det.retrain.overrides],
-                               ["model.load_graph=true", f"model.pretrained_model_file={last}", *teacher])
-            self._optimized.append((last, "pruned", self.run_dir("retrain", "detector"), False))
+                self._optimized.append((last.checkpoint, "pruned", last.training_run, False))
+            if det.retrain is not None:
+                ckpt = self._train("detector", "retrain", det.retrain.spec or det.spec,
+                                   [*det.overrides, *det.retrain.overrides],
+                                   ["model.load_graph=true", f"model.pretrained_model_file={last.checkpoint}",
+                                    *_teacher(start.checkpoint, det.retrain.distillation_weight)], det.retrain.keep)
+                last = self.chain["pruned"] = ChainModel(ckpt, self.run_dir("retrain", "detector"), pruned=True)
+                self._optimized.append((ckpt, "pruned", last.training_run, False))
         if det.qat is not None:
-            graph = ["model.load_graph=true"] if det.prune is not None else []
-            teacher = ([f"distillation={{teacher_model_file: {last}, weight: {det.qat.distillation_weight}}}"]
-                       if det.qat.distillation_weight else [])
-            last = self._train("detector", "qat", det.qat.spec or det.spec, [*det.overrides, *det.qat.overrides],
-                               [*graph, f"model.pretrained_model_file={last}", "training.enable_qat=true", *teacher])
-            name = "pruned-qat" if det.prune is not None else "qat"
-            self._optimized.append((last, name, self.run_dir("qat", "detector"), True))
+            start = self.chain[det.qat.start] if det.qat.start else last
+            graph = ["model.load_graph=true"] if start.pruned else []
+            ckpt = self._train("detector", "qat", det.qat.spec or det.spec, [*det.overrides, *det.qat.overrides],
+                               [*graph, f"model.pretrained_model_file={start.checkpoint}", "training.enable_qat=true",
+                                *_teacher(start.checkpoint, det.qat.distillation_weight)], det.qat.keep)
+            name = "pruned-qat" if start.pruned else "qat"
+            self._optimized.append((ckpt, name, self.run_dir("qat", "detector"), True))
 
     def _prune(self, det: DetectorStages, trained: Path) -> Path:
         prune = det.prune
@@ -290,11 +337,10 @@ class Planner:
 
     # ------------------------------------------------------------------ export and evaluation
     def _add_variants(self, model: str, stages: DetectorStages | ClassifierStages) -> None:
-        spec = self._resolved(model, stages.spec, stages.overrides)
-        trained = self.checkpoint("train", model, spec)
+        final = self.final[model]
         for precision in stages.export.precisions:
-            self.variants.append(Variant(f"{model}-{precision}", model, trained, precision, stages.spec,
-                                         tuple(stages.overrides), self.run_dir("train", model), stages.export))
+            self.variants.append(Variant(f"{model}-{precision}", model, final.checkpoint, precision, stages.spec,
+                                         tuple(stages.overrides), final.training_run, stages.export))
         if model != "detector" or not isinstance(stages, DetectorStages):
             return
         for checkpoint, suffix, run_dir, qat in self._optimized:
@@ -392,6 +438,11 @@ class Planner:
             inputs.append(self.run_dir("prune", "detector"))
         self._add(Step("report", "all", {"name": wf.name, "models": names}, inputs,
                        [out / "report.html", out / "report.md"], lambda: write_report(out, wf.name, names)))
+
+
+def _teacher(checkpoint: Path, weight: float | None) -> list[str]:
+    """The override that makes ``checkpoint`` a training run's distillation teacher (none without a weight)."""
+    return [f"distillation={{teacher_model_file: {checkpoint}, weight: {weight}}}"] if weight else []
 
 
 def prune_fixed(checkpoint: Path, out: Path, threshold: float, selection: Any) -> None:
