@@ -75,3 +75,18 @@ def test_save_confusion_matrix_checks_shape(tmp_path):
     with pytest.raises(GesturekitError, match="format 'xyz'"):
         save_confusion_matrix(np.eye(4, dtype=int), CLASSES, tmp_path / "cm.xyz")
     assert not list(tmp_path.iterdir())
+
+
+def test_paired_bootstrap_of_macro_f1_separates_a_real_gap_from_sampling_noise() -> None:
+    from gesturekit.metrics.classification import paired_bootstrap_macro_f1
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 300)
+    right = truth.copy()
+    wrong_third = np.where(np.arange(300) % 3 == 0, (truth + 1) % 3, truth)
+    gap = paired_bootstrap_macro_f1(truth, right, wrong_third, ["a", "b", "c"], resamples=200)
+    assert gap["a"] == 1.0 and gap["difference"] > 0.25 and gap["interval"][0] > 0.2 and not gap["within_noise"]
+    one_off = right.copy()
+    one_off[0] = (truth[0] + 1) % 3
+    near = paired_bootstrap_macro_f1(truth, right, one_off, ["a", "b", "c"], resamples=200)
+    assert 0 < near["difference"] < 0.01 and near["within_noise"]

@@ -243,3 +243,35 @@ def test_save_pr_curve_writes_png(tmp_path):
         data = out.read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["curves.png", "pr.png", "sub"]  # no temp files left
+
+
+def _boxes_world(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """``n`` images with one ground-truth box each, and detections that find every box exactly."""
+    rng = np.random.default_rng(seed)
+    gts, preds = [], []
+    for _ in range(n):
+        x, y = rng.uniform(0, 200, 2)
+        box = np.array([[x, y, x + 40, y + 40]], np.float32)
+        gts.append({"boxes": box, "labels": np.zeros(1, np.int64)})
+        preds.append({"boxes": box.copy(), "scores": np.array([rng.uniform(0.5, 1.0)], np.float32),
+                      "labels": np.zeros(1, np.int64)})
+    return preds, gts
+
+
+def test_paired_bootstrap_tells_a_real_gap_from_the_noise_of_a_small_test_set() -> None:
+    from gesturekit.metrics.detection import paired_bootstrap_ap50
+
+    preds, gts = _boxes_world(100)
+    same = paired_bootstrap_ap50(preds, preds, gts, ["hand"], resamples=200)
+    assert same["difference"] == 0.0 and same["interval"] == [0.0, 0.0] and same["within_noise"]
+    assert same["a"] == pytest.approx(1.0)
+    # b misses every other box (a confident false positive instead): a gap no resample of 100 images hides
+    worse = [p if i % 2 else {**p, "boxes": p["boxes"] + 100.0, "scores": np.array([0.99], np.float32)}
+             for i, p in enumerate(preds)]
+    gap = paired_bootstrap_ap50(preds, worse, gts, ["hand"], resamples=200)
+    assert gap["difference"] > 0.4 and gap["interval"][0] > 0.2 and not gap["within_noise"]
+    # on 10 images, one miss is within what the sample alone can move
+    small_preds, small_gts = _boxes_world(10, seed=1)
+    one_miss = [*small_preds[:-1], {**small_preds[-1], "boxes": small_preds[-1]["boxes"] + 100.0}]
+    near = paired_bootstrap_ap50(small_preds, one_miss, small_gts, ["hand"], resamples=500)
+    assert 0 < near["difference"] < 0.25 and near["within_noise"]

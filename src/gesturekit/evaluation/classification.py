@@ -43,24 +43,30 @@ def labelled_crops(source: Path, split: str, classifier: GestureClassifier) -> I
         raise GesturekitError(f"{source}: not a class-folder root, a KITTI directory or a .gkpack")
 
 
-def evaluate_classifier_on(classifier: GestureClassifier, datasets: Sequence[Path], split: str,
-                           class_map: Mapping[str, str] | None = None, out_dir: Path | None = None,
-                           batch_size: int = 64) -> dict[str, Any]:
-    """Per-class P/R/F1, macro-F1 and the confusion matrix of each dataset (JSON + PNG in ``out_dir``)."""
+def classify_source(classifier: GestureClassifier, source: Path, split: str,
+                    class_map: Mapping[str, str] | None = None) -> tuple[list[int], list[int]]:
+    """The true and the predicted class index of every crop of ``source``'s ``split``."""
     classes, class_map = classifier.classes, class_map or {}
+    crops, y_true = [], []
+    for crop, label in track(labelled_crops(source, split, classifier), description=f"{source.name}/{split}",
+                             transient=True):
+        name = class_map.get(label, label)
+        if name not in classes:
+            raise GesturekitError(f"{source}: class {label!r} is not one of {classes}; give a class map")
+        crops.append(crop)
+        y_true.append(classes.index(name))
+    if not crops:
+        raise GesturekitError(f"{source}: no crops in split {split!r}")
+    return y_true, [int(p.argmax()) for p in classifier.probabilities(crops)]
+
+
+def evaluate_classifier_on(classifier: GestureClassifier, datasets: Sequence[Path], split: str,
+                           class_map: Mapping[str, str] | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+    """Per-class P/R/F1, macro-F1 and the confusion matrix of each dataset (JSON + PNG in ``out_dir``)."""
+    classes = classifier.classes
     results: dict[str, Any] = {}
     for source in map(Path, datasets):
-        crops, y_true = [], []
-        for crop, label in track(labelled_crops(source, split, classifier), description=f"{source.name}/{split}",
-                                 transient=True):
-            name = class_map.get(label, label)
-            if name not in classes:
-                raise GesturekitError(f"{source}: class {label!r} is not one of {classes}; give a class map")
-            crops.append(crop)
-            y_true.append(classes.index(name))
-        if not crops:
-            raise GesturekitError(f"{source}: no crops in split {split!r}")
-        y_pred = [int(p.argmax()) for p in classifier.probabilities(crops)]
+        y_true, y_pred = classify_source(classifier, source, split, class_map)
         result = evaluate_classification(y_true, y_pred, classes)
         name = f"{source.stem}_{split}"
         if out_dir is not None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from gesturekit.errors import GesturekitError
+from gesturekit.metrics.bootstrap import paired_bootstrap
 
 
 def _labels(values: Sequence[int] | np.ndarray, name: str, num_classes: int) -> np.ndarray:
@@ -83,3 +84,16 @@ def evaluate_classification(
         "classes": list(classes),
         "confusion_matrix": cm.tolist(),
     }
+
+
+def paired_bootstrap_macro_f1(y_true: Sequence[int] | np.ndarray, pred_a: Sequence[int] | np.ndarray,
+                              pred_b: Sequence[int] | np.ndarray, classes: Sequence[str], resamples: int = 1000,
+                              seed: int = 0) -> dict[str, Any]:
+    """Two classifiers' macro-F1 on the same samples, against the noise of the sample: a paired bootstrap over
+    samples (``metrics.bootstrap``; ``a``, ``b``, ``difference``, ``interval``, ``within_noise``)."""
+    true = np.asarray(y_true)
+
+    def macro_f1(pred: np.ndarray) -> Callable[[np.ndarray], float]:
+        return lambda picks: evaluate_classification(true[picks], pred[picks], classes)["macro_f1"]
+
+    return paired_bootstrap(len(true), macro_f1(np.asarray(pred_a)), macro_f1(np.asarray(pred_b)), resamples, seed)

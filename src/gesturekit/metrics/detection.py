@@ -19,6 +19,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 
 from gesturekit.boxes import box_iou
 from gesturekit.errors import GesturekitError
+from gesturekit.metrics.bootstrap import paired_bootstrap
 
 CURVE_POINTS = 101
 """Recall points (0, 0.01, ..., 1) at which the plotted precision/recall curves are sampled."""
@@ -145,25 +146,25 @@ def _match_image(
     return status
 
 
+def _image_matches(im: _Image, label: int, iou_threshold: float, min_width: float = 0.0,
+                   min_height: float = 0.0) -> _Matches:
+    """Match one class in one image (detections unsorted across images); boxes smaller than the minimum size
+    follow the ignore rules."""
+    gt_boxes = im.gt_boxes[im.gt_labels == label]
+    gt_ignored = _too_small(gt_boxes, min_width, min_height)
+    keep = np.flatnonzero(im.labels == label)
+    keep = keep[np.argsort(-im.scores[keep], kind="stable")]
+    boxes = im.boxes[keep]
+    status = _match_image(boxes, gt_boxes, gt_ignored, _too_small(boxes, min_width, min_height), iou_threshold)
+    return _Matches(scores=im.scores[keep][status != _IGNORED], is_tp=status[status != _IGNORED] == _TP,
+                    num_gts=int((~gt_ignored).sum()))
+
+
 def _match_class(
     images: Sequence[_Image], label: int, iou_threshold: float, min_width: float = 0.0, min_height: float = 0.0
 ) -> _Matches:
     """Match one class over all images; boxes smaller than the minimum size follow the ignore rules."""
-    scores, statuses, num_gts = [], [], 0
-    for im in images:
-        gt_boxes = im.gt_boxes[im.gt_labels == label]
-        gt_ignored = _too_small(gt_boxes, min_width, min_height)
-        num_gts += int((~gt_ignored).sum())
-        keep = np.flatnonzero(im.labels == label)
-        keep = keep[np.argsort(-im.scores[keep], kind="stable")]
-        boxes = im.boxes[keep]
-        status = _match_image(boxes, gt_boxes, gt_ignored, _too_small(boxes, min_width, min_height), iou_threshold)
-        scores.append(im.scores[keep][status != _IGNORED])
-        statuses.append(status[status != _IGNORED])
-    all_scores = np.concatenate(scores) if scores else np.zeros(0)
-    all_status = np.concatenate(statuses) if statuses else np.zeros(0, dtype=np.int8)
-    order = np.argsort(-all_scores, kind="stable")
-    return _Matches(scores=all_scores[order], is_tp=all_status[order] == _TP, num_gts=num_gts)
+    return _pooled([_image_matches(im, label, iou_threshold, min_width, min_height) for im in images])
 
 
 def _pr(m: _Matches) -> tuple[np.ndarray, np.ndarray]:
@@ -202,10 +203,39 @@ def _best_f1(m: _Matches) -> dict[str, float | None]:
 
 
 def _pooled(matches: Sequence[_Matches]) -> _Matches:
-    scores = np.concatenate([m.scores for m in matches])
-    is_tp = np.concatenate([m.is_tp for m in matches])
+    """The matches of several images or classes as one ranking."""
+    scores = np.concatenate([m.scores for m in matches]) if matches else np.zeros(0)
+    is_tp = np.concatenate([m.is_tp for m in matches]) if matches else np.zeros(0, dtype=bool)
     order = np.argsort(-scores, kind="stable")
     return _Matches(scores=scores[order], is_tp=is_tp[order], num_gts=sum(m.num_gts for m in matches))
+
+
+def _class_mean_ap50(per_image: Sequence[Sequence[_Matches]], picks: np.ndarray) -> float:
+    """AP@0.5 averaged over the classes with ground truth, of the images ``picks`` (repeats count again)."""
+    aps = []
+    for matches in per_image:
+        pooled = _pooled([matches[i] for i in picks])
+        if pooled.num_gts:
+            aps.append(voc_ap(*_pr(pooled)))
+    return _mean(aps)
+
+
+def paired_bootstrap_ap50(
+    preds_a: Sequence[Mapping[str, Any]],
+    preds_b: Sequence[Mapping[str, Any]],
+    gts: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    resamples: int = 1000,
+    seed: int = 0,
+    iou_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Two detectors' AP@0.5 (class mean) on the same images, against the noise of the image sample: a paired
+    bootstrap over images (``metrics.bootstrap``; ``a``, ``b``, ``difference``, ``interval``, ``within_noise``)."""
+    images_a, images_b = _prepare(preds_a, gts, len(classes)), _prepare(preds_b, gts, len(classes))
+    matches_a = [[_image_matches(im, k, iou_threshold) for im in images_a] for k in range(len(classes))]
+    matches_b = [[_image_matches(im, k, iou_threshold) for im in images_b] for k in range(len(classes))]
+    return paired_bootstrap(len(gts), lambda picks: _class_mean_ap50(matches_a, picks),
+                            lambda picks: _class_mean_ap50(matches_b, picks), resamples, seed)
 
 
 def _coco_ap(
