@@ -172,8 +172,10 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float,
     with tempfile.TemporaryDirectory(prefix="serve-load-") as work:
         repo = write_repository(Path(work) / "repo", models["detector"], models["classifier"], models["verifier"],
                                 options)
+        began = time.monotonic()
         with TritonServer(repo, PORTS, Path(work)) as server:
             assert server.process is not None
+            ready_s = round(time.monotonic() - began, 1)  # model loading (and, on CUDA, graph capture)
             url = f"{PORTS.host}:{PORTS.grpc if protocol == 'grpc' else PORTS.http}"
             # warm-up at full load: ONNX Runtime's arenas grow to the largest batches before memory is read
             Load(url, protocol, files, clients, WARMUP_S, client_processes).wait()
@@ -194,7 +196,7 @@ def one_run(max_batch_size: int, files: list[str], clients: int, seconds: float,
     inferences = after["inferences"] - before["inferences"]
     return {
         "max_batch_size": max_batch_size, "dynamic_batching": max_batch_size > 1, "instances": instances,
-        "client_processes": client_processes,
+        "client_processes": client_processes, "server_ready_s": ready_s,
         "requests_ok": len(latencies), "requests_failed": failures, "errors": errors,
         "seconds": round(elapsed, 2), "throughput_rps": round(len(latencies) / elapsed, 2),
         "latency_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 1) for q in ("p50", "p95", "p99")},

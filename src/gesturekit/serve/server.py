@@ -33,7 +33,9 @@ from pathlib import Path
 from gesturekit.errors import GesturekitError
 from gesturekit.export.triton import SEARCH_PATH_VARIABLE
 
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 180.0
+"""How long a starting server may take to load its models: on CUDA the cascade captures its CUDA graphs at load
+(more than 30 s on an H100); a server that fails exits, and that is reported at once."""
 STOP_TIMEOUT_S = 15.0
 _PR_SET_PDEATHSIG = 1
 
