@@ -33,6 +33,7 @@ from gesturekit.io import atomic_write_json
 from gesturekit.metrics.classification import paired_bootstrap_macro_f1
 from gesturekit.metrics.detection import paired_bootstrap_ap50
 from gesturekit.models.zoo import ONNX, SPEC, zoo_path
+from gesturekit.runtime.detector import HandDetector
 from gesturekit.runtime.loading import load_classifier, load_detector
 
 PAIRS = {"detector-fp32": "hand-detector", "detector-pruned-fp32": "hand-detector-pruned",
@@ -58,18 +59,21 @@ def compare(out: Path, variant: str, zoo_name: str, resamples: int) -> list[dict
     spec_type = ClassifierSpec if task == "classifier" else DetectorSpec
     spec = load_spec(folder / SPEC, spec_type, check_files=False)
     zoo_spec = load_spec(zoo_path(zoo_name) / SPEC, spec_type, check_files=False)
-    cfg, rows = spec.evaluation, []
+    cfg, class_map, rows = spec.evaluation, spec.dataset.class_map, []
+    if isinstance(spec, DetectorSpec) and isinstance(zoo_spec, DetectorSpec):
+        ours = load_detector(folder / ONNX, score_threshold=spec.postprocessing.coverage_threshold)
+        shipped = load_detector(zoo_name, score_threshold=zoo_spec.postprocessing.coverage_threshold)
+    else:
+        ours, shipped = load_classifier(folder / ONNX), load_classifier(zoo_name)
     for dataset in (local_set(out, Path(p)) for p in cfg.datasets):
-        if isinstance(spec, DetectorSpec) and isinstance(zoo_spec, DetectorSpec):
-            ours = load_detector(folder / ONNX, score_threshold=spec.postprocessing.coverage_threshold)
-            shipped = load_detector(zoo_name, score_threshold=zoo_spec.postprocessing.coverage_threshold)
+        if isinstance(ours, HandDetector):
             annotations = read_kitti_dataset(dataset, cfg.split)
-            preds, gts = detect_annotations(ours, annotations, ours.classes, spec.dataset.class_map)
-            preds_zoo, _ = detect_annotations(shipped, annotations, ours.classes, spec.dataset.class_map)
+            preds, gts = detect_annotations(ours, annotations, ours.classes, class_map)
+            preds_zoo, _ = detect_annotations(shipped, annotations, ours.classes, class_map)
             result, metric = paired_bootstrap_ap50(preds, preds_zoo, gts, ours.classes, resamples), "ap50"
         else:
-            y_true, pred = classify_source(load_classifier(folder / ONNX), dataset, cfg.split, spec.dataset.class_map)
-            _, pred_zoo = classify_source(load_classifier(zoo_name), dataset, cfg.split, spec.dataset.class_map)
+            y_true, pred = classify_source(ours, dataset, cfg.split, class_map)
+            _, pred_zoo = classify_source(shipped, dataset, cfg.split, class_map)
             result, metric = paired_bootstrap_macro_f1(y_true, pred, pred_zoo, spec.dataset.classes, resamples), \
                 "macro_f1"
         rows.append({"workflow": variant, "zoo": zoo_name, "set": f"{dataset.stem}_{cfg.split}", "metric": metric,

@@ -264,7 +264,8 @@ def test_real_convert_and_pack_redone_elsewhere_leave_the_training_key_unchanged
         for stage in ("convert", "pack"):
             runner.run_workflow(workflow, out, only=stage, console=Console(file=open("/dev/null", "w")))
         state = WorkflowState(out)
-        keys.append({s.name: runner.stage_status(s, state)[0] for s in runner.plan_steps(workflow, out)})
+        steps = runner.plan_steps(workflow, out)
+        keys.append({s.name: runner.stage_status(s, state, runner.step_keys(out))[0] for s in steps})
     packs = [(tmp_path / place / "out" / "packs" / "p.gkpack").read_bytes() for place in ("a", "b")]
     assert packs[0] == packs[1]
     assert keys[0]["train/detector"] == keys[1]["train/detector"] and keys[0] == keys[1]

@@ -482,11 +482,12 @@ def class_folder_sources(
         raise GesturekitError(f"max_per_class: must be >= 1, got {max_per_class}")
     present = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if folders is not None:
-        missing = sorted(set(folders) - {p.name for p in present})
+        wanted = set(folders)
+        missing = sorted(wanted - {p.name for p in present})
         if missing:
             raise GesturekitError(f"{root}: no class folder {missing[0]!r} "
                                   f"(folders: {', '.join(p.name for p in present) or 'none'})")
-        present = [p for p in present if p.name in set(folders)]
+        present = [p for p in present if p.name in wanted]
     out: list[CropSource] = []
     for folder in present:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

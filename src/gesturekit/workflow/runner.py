@@ -5,7 +5,7 @@ after one that wrote different files runs again; one after a step that wrote the
 an output is missing, or when ``--from`` / ``--only`` force it. A step killed mid-way with the same key
 resumes in its folder (training from its checkpoint), forced or not: forcing redoes finished work and never
 throws a killed run's checkpoints away. Any other step that runs starts from an empty folder.
-Keys do not depend on where the output folder and the data sit (``state.step_key``).
+Keys do not depend on where the output folder and the data sit (``state.StepKeys``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rich.table import Column, Table
 
 from gesturekit.errors import GesturekitError
 from gesturekit.workflow.config import DATA_VAR, OUT_VAR, load_workflow
-from gesturekit.workflow.state import WorkflowState, step_key
+from gesturekit.workflow.state import StepKeys, WorkflowState
 from gesturekit.workflow.steps import STAGES, Planner, Step
 
 Plan = Literal["done", "run", "resume", "changed"]
@@ -53,14 +53,15 @@ def _depends_on(step: Step, earlier: Step) -> bool:
     return any(p == root or root in p.parents or p in root.parents for p in step.inputs for root in roots)
 
 
-def _roots(out: Path) -> dict[str, Path]:
-    """The folders a key names paths from: the output folder and the data (as ``plan_steps`` set them)."""
-    return {f"${{{OUT_VAR}}}": out, f"${{{DATA_VAR}}}": Path(os.environ[DATA_VAR])}
+def step_keys(out: Path) -> StepKeys:
+    """The keys of this invocation, paths named from the output folder and the data (as ``plan_steps`` set
+    them)."""
+    return StepKeys(out, {f"${{{OUT_VAR}}}": out, f"${{{DATA_VAR}}}": Path(os.environ[DATA_VAR])})
 
 
-def stage_status(step: Step, state: WorkflowState) -> tuple[str, Plan]:
+def stage_status(step: Step, state: WorkflowState, keys: StepKeys) -> tuple[str, Plan]:
     """The step's key and what a plain run would do with it."""
-    key = step_key(step.settings, step.inputs, _roots(state.out))
+    key = keys.key(step.settings, step.inputs)
     if state.is_done(step.name, key, step.outputs):
         return key, "done"
     if state.interrupted(step.name, key) and step.resumable:
@@ -77,12 +78,13 @@ def run_workflow(workflow_file: Path, out: Path, from_stage: str | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     steps = plan_steps(workflow_file, out.resolve())
     state = WorkflowState(out.resolve())
+    keys = step_keys(out.resolve())
     outcomes: list[Outcome] = []
     for index, step in enumerate(steps, 1):
         if only is not None and step.stage != only:
             continue
         forced = only is not None or (from_stage is not None and STAGES.index(step.stage) >= STAGES.index(from_stage))
-        key, status = stage_status(step, state)
+        key, status = stage_status(step, state, keys)
         label = f"[{index}/{len(steps)}] {escape(step.name)}"
         if status == "done" and not forced:
             console.print(f"[dim]{label}: done, skipped[/dim]")
@@ -123,13 +125,14 @@ def stages_table(workflow_file: Path, out: Path) -> Table:
     """The plan: every step in order and what a plain ``workflow run`` would do with it."""
     steps = plan_steps(workflow_file, out.resolve())
     state = WorkflowState(out.resolve())
+    keys = step_keys(out.resolve())
     words = {"done": "done (skipped)", "run": "to run", "resume": "interrupted: resumes",
              "changed": "changed: reruns", "after": "done; reruns if an earlier step changes its inputs"}
     table = Table("#", "stage", "target", "status", Column("time", justify="right"),
                   title=f"{workflow_file} -> {out}")
     dirty: list[Step] = []
     for index, step in enumerate(steps, 1):
-        _, status = stage_status(step, state)
+        _, status = stage_status(step, state, keys)
         if status == "done" and any(_depends_on(step, d) for d in dirty):
             status = "after"
         if status != "done":

@@ -44,25 +44,40 @@ def content_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def portable_text(text: str, roots: Mapping[str, Path]) -> str:
-    """``text`` with every path under a root written from the root's name (the longest root first),
-    e.g. ``/home/me/runs/a/packs/p.gkpack`` as ``${GESTUREKIT_WORKFLOW_OUT}/packs/p.gkpack``."""
-    forms = sorted({(form, name) for name, root in roots.items() for form in {str(root), str(root.resolve())}
-                    if "/" in form}, key=lambda pair: -len(pair[0]))
-    for form, name in forms:
-        text = re.sub(rf"(?<![\w./-]){re.escape(form)}(?![\w.-])", lambda _: name, text)
-    return text
+class StepKeys:
+    """The keys of one invocation's steps: one digest of a step's settings (JSON-able) and the contents of its
+    input files and folders, each path under a root written from the root's name (the longest root first, e.g.
+    ``/home/me/runs/a/packs/p.gkpack`` as ``${GESTUREKIT_WORKFLOW_OUT}/packs/p.gkpack``).
 
+    An input outside the output folder is data the workflow reads and never writes, so its digest is read once
+    per invocation (the HaGRID folder feeds five steps of the GPU workflow); inputs in the output folder are read
+    each time, as the steps before may have rewritten them."""
 
-def step_key(settings: Any, inputs: Iterable[Path], roots: Mapping[str, Path] | None = None) -> str:
-    """One digest of a step's settings (JSON-able) and the contents of its input files and folders,
-    paths under ``roots`` named from the root (see ``portable_text``)."""
-    roots = roots or {}
-    text = json.dumps(settings, sort_keys=True, default=str)
-    digest = hashlib.sha256(portable_text(text, roots).encode())
-    for path in inputs:
-        digest.update(f"{portable_text(str(path), roots)}\0{content_digest(path)}\0".encode())
-    return digest.hexdigest()
+    def __init__(self, out: Path, roots: Mapping[str, Path]) -> None:
+        self.out = out
+        forms = sorted({(form, name) for name, root in roots.items() for form in {str(root), str(root.resolve())}
+                        if "/" in form}, key=lambda pair: -len(pair[0]))
+        self._patterns = [(re.compile(rf"(?<![\w./-]){re.escape(form)}(?![\w.-])"), name) for form, name in forms]
+        self._external: dict[Path, str] = {}
+
+    def portable(self, text: str) -> str:
+        """``text`` with every path under a root written from the root's name."""
+        for pattern, name in self._patterns:
+            text = pattern.sub(lambda _, name=name: name, text)
+        return text
+
+    def _digest(self, path: Path) -> str:
+        if path.is_relative_to(self.out):
+            return content_digest(path)
+        if path not in self._external:
+            self._external[path] = content_digest(path)
+        return self._external[path]
+
+    def key(self, settings: Any, inputs: Iterable[Path]) -> str:
+        digest = hashlib.sha256(self.portable(json.dumps(settings, sort_keys=True, default=str)).encode())
+        for path in inputs:
+            digest.update(f"{self.portable(str(path))}\0{self._digest(path)}\0".encode())
+        return digest.hexdigest()
 
 
 class WorkflowState:

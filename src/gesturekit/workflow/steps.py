@@ -23,7 +23,7 @@ from gesturekit.errors import GesturekitError
 from gesturekit.evaluation.cards import PACKS
 from gesturekit.io import atomic_write_json, atomic_write_text
 from gesturekit.models.zoo import EVAL, ONNX, SPEC, SUMMARY, read_model_json
-from gesturekit.workflow.config import (ClassifierStages, DetectorStages, Export, Finetune, Workflow,
+from gesturekit.workflow.config import (ClassifierStages, DetectorStages, Export, Finetune, Keep, Workflow,
                                        remap_spec_data)
 
 STAGES = ("convert", "pack", "train", "finetune", "evaluate", "prune", "retrain", "qat", "export",
@@ -204,7 +204,7 @@ class Planner:
     def run_dir(self, stage: str, model: str) -> Path:
         return self.out / stage / model
 
-    def checkpoint(self, stage: str, target: str, spec: DetectorSpec | ClassifierSpec, keep: str = "best") -> Path:
+    def checkpoint(self, stage: str, target: str, spec: DetectorSpec | ClassifierSpec, keep: Keep = "best") -> Path:
         """The run's model to carry on from: ``best.pt`` when asked for and the spec validates, else ``last.pt``."""
         return self.run_dir(stage, target) / ("best.pt" if keep == "best" and spec.dataset.val else "last.pt")
 
@@ -220,7 +220,7 @@ class Planner:
         return list(dict.fromkeys(Path(p) for p in paths))
 
     def _train(self, model: str, stage: str, spec_path: Path, overrides: list[str], wiring: list[str],
-               keep: str = "best", target: str | None = None) -> Path:
+               keep: Keep = "best", target: str | None = None) -> Path:
         """A training step of ``model`` (its run: ``OUT/<stage>/<target>``); returns the checkpoint it leaves."""
         all_overrides = [*overrides, *wiring]
         spec = self._resolved(model, spec_path, all_overrides)
