@@ -14,6 +14,8 @@
 #   bash tools/gpu/workflow_job.sh prepare       # -> .gpuwf/c00 ... (one carry each) and the plan of calls
 #   bash tools/gpu/workflow_job.sh zoo-out       # before the calls: the zoo to .gpuwf/zoo (ignored); zoo-back after
 #   bash tools/gpu/workflow_job.sh restore DIR   # the state files a call sent back (its files_at) -> .gpuwf/s00 ...
+#   bash tools/gpu/workflow_job.sh park          # at a session's end: the state into one commit, out in the next
+#   bash tools/gpu/workflow_job.sh unpark COMMIT # at the next session's start: that commit's state -> .gpuwf/s00 ...
 # There, one call each, back to back:
 #   bash tools/gpu/workflow_job.sh stage         # keep the parts this call carries (carry .gpuwf/cNN or sNN)
 #   bash tools/gpu/workflow_job.sh run SECONDS   # unpack once, run the workflow for at most SECONDS, state -> $OUT
@@ -139,8 +141,13 @@ run() {
 }
 
 restore() {  # state parts sent back (in DIR, over one or more calls) -> .gpuwf/sNN, one carry each
-  local dir=$1 count
-  count=$(cat "$dir/state.count") && mkdir -p "$HOLD/returned" && cp "$dir"/state.part.* "$HOLD/returned/"
+  local dir=$1
+  mkdir -p "$HOLD/returned" && cp "$dir"/state.part.* "$HOLD/returned/" && restore_from "$dir/state.count"
+}
+
+restore_from() {  # the parts in .gpuwf/returned, once all COUNT_FILE names are there -> .gpuwf/sNN
+  local count
+  count=$(cat "$1")
   local have=("$HOLD"/returned/state.part.*)
   echo "${#have[@]} of $count state parts here"
   [ "${#have[@]}" = "$count" ] || return 0
@@ -150,6 +157,28 @@ restore() {  # state parts sent back (in DIR, over one or more calls) -> .gpuwf/
     echo "$count" > "$folder/state.count" && i=$((i + 1))
   done
   rmdir "$HOLD/returned" && du -sh "$HOLD"/s* && plan
+}
+
+# A new session may start from a fresh checkout without .gpuwf: the state rides in git history, not in the tree
+# (the tree travels with every call and has no 40 MiB to spare). park commits the parts and removes them in a second
+# commit; unpark takes them back out of the first.
+PARKED=tools/gpu/parked_state
+
+park() {
+  [ -e src/gesturekit/models/zoo ] || { echo "the zoo is out: zoo-back first" >&2; exit 1; }
+  local parts=("$HOLD"/s[0-9]*/state.part.*) count
+  [ "${#parts[@]}" -gt 0 ] || { echo "no state in $HOLD/sNN: restore first" >&2; exit 1; }
+  count=$(cat "$HOLD"/s00/state.count) && mkdir -p "$PARKED" && cp "${parts[@]}" "$PARKED/" && echo "$count" > "$PARKED/state.count"
+  git add "$PARKED" && git commit -q -m "GPU workflow state parked (${#parts[@]} parts): tools/gpu/workflow_job.sh unpark this commit"
+  local commit && commit=$(git rev-parse HEAD)
+  git rm -q -r "$PARKED" && git commit -q -m "GPU workflow state out of the tree again (kept in $commit)"
+  echo "parked in $commit: bash tools/gpu/workflow_job.sh unpark $commit"
+}
+
+unpark() {
+  local commit=$1 name && mkdir -p "$HOLD/returned"
+  for name in $(git ls-tree --name-only "$commit" "$PARKED/"); do git show "$commit:$name" > "$HOLD/returned/${name##*/}"; done
+  mv "$HOLD/returned/state.count" "$HOLD/state.count" && restore_from "$HOLD/state.count"
 }
 
 case ${1:-} in
@@ -162,5 +191,7 @@ case ${1:-} in
   run) run "${2:?run SECONDS}";;
   save) save "${2:?save FIRST}";;
   restore) restore "${2:?restore DIR}";;
-  *) sed -n "2,26p" "$0"; exit 2;;
+  park) park;;
+  unpark) unpark "${2:?unpark COMMIT}";;
+  *) sed -n "2,28p" "$0"; exit 2;;
 esac
