@@ -177,8 +177,10 @@ park() {
 
 unpark() {
   local commit=$1 name && mkdir -p "$HOLD/returned"
+  grep -qx "/$HOLD/" .git/info/exclude 2>/dev/null || echo "/$HOLD/" >> .git/info/exclude
   for name in $(git ls-tree --name-only "$commit" "$PARKED/"); do git show "$commit:$name" > "$HOLD/returned/${name##*/}"; done
-  mv "$HOLD/returned/state.count" "$HOLD/state.count" && restore_from "$HOLD/state.count"
+  mv "$HOLD/returned/state.count" "$HOLD/returned.count" && restore_from "$HOLD/returned.count" && rm "$HOLD/returned.count"
+  echo "then prepare (the data parts) and carry them first"
 }
 
 case ${1:-} in
