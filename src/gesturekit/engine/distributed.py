@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from gesturekit.engine.epoch_stream import EpochStreamLoader
 from gesturekit.errors import GesturekitError
 
 
@@ -171,18 +172,18 @@ def make_loader(
     collate_fn: Callable[[list[Any]], Any] | None,
     ctx: RuntimeContext,
     drop_last: bool = False,
-) -> DataLoader:
-    """A DataLoader of ``batch_size`` samples per rank.
+) -> EpochStreamLoader:
+    """A DataLoader of ``batch_size`` samples per rank, its workers running on from epoch to epoch
+    (:class:`EpochStreamLoader`).
 
-    Distributed runs shard with a :class:`DistributedSampler` (``train_one_epoch`` calls its
-    ``set_epoch``); workers persist across epochs when ``num_workers > 0``; batches are pinned on CUDA.
+    Distributed runs shard with a :class:`DistributedSampler`, seeded by epoch; batches are pinned on CUDA.
     """
     sampler = None
     if ctx.distributed:
         sampler = DistributedSampler(
             dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, drop_last=drop_last,
         )
-    return DataLoader(
+    return EpochStreamLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,
@@ -191,5 +192,4 @@ def make_loader(
         collate_fn=collate_fn,
         pin_memory=ctx.device.type == "cuda",
         drop_last=drop_last,
-        persistent_workers=num_workers > 0,
     )

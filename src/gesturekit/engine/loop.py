@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from gesturekit.config.specs import Precision, Regularizer
 from gesturekit.engine.distributed import RuntimeContext, reduce_dict
+from gesturekit.engine.epoch_stream import EpochStreamLoader
 from gesturekit.engine.logging import ProgressBar
 from gesturekit.errors import GesturekitError
 
@@ -123,7 +124,9 @@ def train_one_epoch(
     """
     model.train()
     sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, DistributedSampler):
+    if isinstance(loader, EpochStreamLoader):
+        loader.set_epoch(epoch)  # where its stream starts; its passes seed the sampler themselves
+    elif isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)
     device = ctx.device
     dtype = autocast_dtype(precision, device)
