@@ -9,8 +9,9 @@ it is the stricter test, and a gap just outside it reads with that in mind (the 
 against hand-detector on hands_yolo's 253 test frames: -0.005 AP@0.5, interval [-0.012, -0.001]).
 
 Usage: python benchmarks/workflow_vs_zoo.py --out runs/gesture-gpu
-   (OUT as the GPU run left it; `gesturekit workflow run workflows/gesture-gpu.yaml -o OUT` here converts and packs
-   the test sets again where only the state came back, and skips the rest)
+   (OUT as the GPU run left it; where only the state came back, `gesturekit workflow run workflows/gesture-gpu.yaml
+   -o OUT --only convert`, then `--only pack`, make the test sets again: not a plain run, as packs made with another
+   Pillow differ in their bytes and a plain run would train again)
 Result: benchmarks/results/workflow_vs_zoo.json
 """
 
