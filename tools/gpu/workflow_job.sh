@@ -142,12 +142,11 @@ run() {
 
 restore() {  # state parts sent back (in DIR, over one or more calls) -> .gpuwf/sNN, one carry each
   local dir=$1
-  mkdir -p "$HOLD/returned" && cp "$dir"/state.part.* "$HOLD/returned/" && restore_from "$dir/state.count"
+  mkdir -p "$HOLD/returned" && cp "$dir"/state.part.* "$HOLD/returned/" && restore_from "$(cat "$dir/state.count")"
 }
 
-restore_from() {  # the parts in .gpuwf/returned, once all COUNT_FILE names are there -> .gpuwf/sNN
-  local count
-  count=$(cat "$1")
+restore_from() {  # the parts in .gpuwf/returned, once all COUNT of them are there -> .gpuwf/sNN
+  local count=$1
   local have=("$HOLD"/returned/state.part.*)
   echo "${#have[@]} of $count state parts here"
   [ "${#have[@]}" = "$count" ] || return 0
@@ -178,8 +177,10 @@ park() {
 unpark() {
   local commit=$1 name && mkdir -p "$HOLD/returned"
   grep -qx "/$HOLD/" .git/info/exclude 2>/dev/null || echo "/$HOLD/" >> .git/info/exclude
-  for name in $(git ls-tree --name-only "$commit" "$PARKED/"); do git show "$commit:$name" > "$HOLD/returned/${name##*/}"; done
-  mv "$HOLD/returned/state.count" "$HOLD/returned.count" && restore_from "$HOLD/returned.count" && rm "$HOLD/returned.count"
+  for name in $(git ls-tree --name-only "$commit" "$PARKED/" | grep '/state\.part\.'); do
+    git show "$commit:$name" > "$HOLD/returned/${name##*/}"
+  done
+  restore_from "$(git show "$commit:$PARKED/state.count")"
   echo "then prepare (the data parts) and carry them first"
 }
 

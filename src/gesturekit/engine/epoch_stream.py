@@ -38,7 +38,8 @@ class _Passes:
 
 
 class EpochStreamLoader(DataLoader):
-    """A DataLoader of one endless batch stream; iterating it gives the next epoch, ``len(self)`` batches."""
+    """A DataLoader of one endless batch stream; iterating it gives the next epoch, ``len(self)`` batches
+    (a DataLoader's length is its batch sampler's: one pass)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,9 +51,6 @@ class EpochStreamLoader(DataLoader):
         """The epoch the stream starts at (a resumed run's); later passes count on from it by themselves."""
         if self._stream is None:
             self.batch_sampler.first_epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[Any]:
         if self._stream is None:

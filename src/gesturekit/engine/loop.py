@@ -16,11 +16,10 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from gesturekit.config.specs import Precision, Regularizer
 from gesturekit.engine.distributed import RuntimeContext, reduce_dict
-from gesturekit.engine.epoch_stream import EpochStreamLoader
 from gesturekit.engine.logging import ProgressBar
 from gesturekit.errors import GesturekitError
 
@@ -123,11 +122,10 @@ def train_one_epoch(
         GesturekitError: the loss (mean across ranks) is not finite; every rank raises together.
     """
     model.train()
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(loader, EpochStreamLoader):
-        loader.set_epoch(epoch)  # where its stream starts; its passes seed the sampler themselves
-    elif isinstance(sampler, DistributedSampler):
-        sampler.set_epoch(epoch)
+    # make_loader's stream takes the epoch it starts at; a plain DataLoader's DistributedSampler, each epoch
+    set_epoch = getattr(loader, "set_epoch", None) or getattr(getattr(loader, "sampler", None), "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
     device = ctx.device
     dtype = autocast_dtype(precision, device)
     weights = regularized_weights(model)
